@@ -1,0 +1,157 @@
+"""Self-describing model files and the reference CRATE's state dicts.
+
+A model file (``init.pt``, ``final.pt``) is a plain dict of tensors and primitives,
+
+    {"format": "srr-bench/model/1", "model_config": {...}, "state_dict": {...}, "meta": {...}}
+
+readable with ``torch.load(path, weights_only=True)`` and rebuilt into its model by
+``load_model(path)``. Nothing is ever unpickled as code: a file holding Python objects
+other than tensors and containers is refused with the reason.
+"""
+from __future__ import annotations
+
+import math
+import os
+import pickle
+import re
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import torch
+
+from .io import atomic_write
+from .models import ModelConfig, TokenClassifier, build_model
+
+FORMAT = "srr-bench/model/1"
+PathLike = Union[str, os.PathLike]
+
+
+class CheckpointError(ValueError):
+    """A model file that cannot be trusted or understood; the message says why in one line."""
+
+
+def save_model(model: TokenClassifier, path: PathLike, meta: Optional[dict[str, Any]] = None) -> None:
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    obj = {"format": FORMAT, "model_config": model.config.to_dict(), "state_dict": state, "meta": meta or {}}
+    atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def safe_load(path: PathLike) -> Any:
+    """``torch.load`` with ``weights_only=True``, turning every failure into a CheckpointError."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        if found:
+            raise CheckpointError(
+                f"{path}: holds pickled Python code ({found.group(1)}); refusing to unpickle it "
+                "(only tensors and plain containers are loaded)"
+            ) from None
+        raise CheckpointError(f"{path}: corrupt or not a PyTorch file (cannot be read as tensors)") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a readable PyTorch file ({type(e).__name__}: {str(e)[:200]})") from None
+
+
+def load_model(path: PathLike, *, heads: Optional[int] = None, **config_overrides: Any) -> TokenClassifier:
+    """Rebuild a model from an srr-bench model file or a reference CRATE state dict.
+
+    A reference state dict (the official CRATE code's names, optionally DataParallel's
+    ``module.`` prefix, optionally inside {"model": ...} or {"state_dict": ...}) becomes
+    a ``crate`` model; see ``from_reference_state_dict`` for ``heads``.
+    """
+    obj = safe_load(path)
+    if isinstance(obj, dict) and obj.get("format") == FORMAT:
+        cfg = ModelConfig.from_dict({**obj["model_config"], **config_overrides})
+        model = build_model(cfg)
+        _load_state(model, obj["state_dict"], path)
+        return model
+    sd = _unwrap_state_dict(obj)
+    if sd is not None and any(k.startswith("transformer.layers.") for k in sd):
+        return from_reference_state_dict(sd, heads=heads, **config_overrides)
+    raise CheckpointError(f"{path}: neither an srr-bench model file ({FORMAT}) nor a reference CRATE state dict")
+
+
+def _load_state(model: TokenClassifier, sd: dict[str, torch.Tensor], where: Any) -> None:
+    try:
+        model.load_state_dict(sd, strict=True)
+    except RuntimeError as e:
+        msg = " ".join(str(e).split())
+        raise CheckpointError(f"{where}: state dict does not fit the model ({msg[:300]})") from None
+
+
+def _unwrap_state_dict(obj: Any) -> Optional[dict[str, torch.Tensor]]:
+    if not isinstance(obj, dict):
+        return None
+    for key in ("model", "state_dict", "model_state_dict"):
+        if isinstance(obj.get(key), dict):
+            obj = obj[key]
+            break
+    if not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return None
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+# Reference CRATE (Ma-Lab-Berkeley/CRATE, model/crate.py) parameter names -> ours.
+_REFERENCE_NAMES = [
+    (r"^to_patch_embedding\.1\.", "embed.patch_norm."),
+    (r"^to_patch_embedding\.2\.", "embed.proj."),
+    (r"^to_patch_embedding\.3\.", "embed.norm."),
+    (r"^pos_embedding$", "embed.pos_embedding"),
+    (r"^cls_token$", "embed.cls_token"),
+    (r"^transformer\.layers\.(\d+)\.0\.norm\.", r"layers.\1.norm1."),
+    (r"^transformer\.layers\.(\d+)\.0\.fn\.qkv\.", r"layers.\1.mssa.qkv."),
+    (r"^transformer\.layers\.(\d+)\.0\.fn\.to_out\.0\.", r"layers.\1.mssa.out_op.proj."),
+    (r"^transformer\.layers\.(\d+)\.1\.norm\.", r"layers.\1.norm2."),
+    (r"^transformer\.layers\.(\d+)\.1\.fn\.weight$", r"layers.\1.ista.weight"),
+    (r"^mlp_head\.0\.", "head.norm."),
+    (r"^mlp_head\.1\.", "head.fc."),
+]
+
+# Published sizes (dim, depth) -> heads: CRATE tiny / small / base / large.
+_PUBLISHED_HEADS = {(384, 12): 6, (576, 12): 12, (768, 12): 12, (1024, 24): 16}
+
+
+def rename_reference_state_dict(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    out = {}
+    for k, v in sd.items():
+        k = k.removeprefix("module.")
+        for pattern, repl in _REFERENCE_NAMES:
+            new, n = re.subn(pattern, repl, k)
+            if n:
+                out[new] = v
+                break
+        else:
+            raise CheckpointError(f"unexpected parameter {k!r} in a reference CRATE state dict")
+    return out
+
+
+def from_reference_state_dict(
+    sd: dict[str, torch.Tensor], *, heads: Optional[int] = None, channels: int = 3, **overrides: Any
+) -> TokenClassifier:
+    """A ``crate`` model holding the weights of a reference CRATE state dict.
+
+    Sizes are read off the tensor shapes. The number of heads is not in the shapes: it
+    is taken from the published sizes (tiny 6, small 12, base 12, large 16) unless given
+    (e.g. the CRATE_base_demo checkpoint has dim 768 with 6 heads).
+    """
+    sd = rename_reference_state_dict(sd)
+    dim = sd["embed.pos_embedding"].shape[-1]
+    depth = 1 + max(int(k.split(".")[1]) for k in sd if k.startswith("layers."))
+    if heads is None:
+        if (dim, depth) not in _PUBLISHED_HEADS:
+            raise CheckpointError(f"reference CRATE with dim={dim}, depth={depth} is not a published size; pass heads=")
+        heads = _PUBLISHED_HEADS[(dim, depth)]
+    patch_dim = sd["embed.patch_norm.weight"].shape[0]
+    patch = math.isqrt(patch_dim // channels)
+    n_patches = sd["embed.pos_embedding"].shape[1] - 1
+    cfg = dict(
+        name="crate", dim=dim, depth=depth, heads=heads, dim_head=sd["layers.0.mssa.qkv.weight"].shape[0] // heads,
+        channels=channels, patch_size=patch, image_size=patch * math.isqrt(n_patches),
+        num_classes=sd["head.fc.weight"].shape[0],
+    )
+    model = build_model({**cfg, **overrides})
+    _load_state(model, sd, "reference CRATE state dict")
+    return model

@@ -1,0 +1,130 @@
+"""Run directories: identity, layout and loading.
+
+One trained model = one directory::
+
+    config.yaml      the resolved config (what rebuilds the run)
+    hparams.json     flat hyperparameters, short names (the analysis' hp.* columns)
+    init.pt          model file at initialisation (srr_bench.checkpoints format)
+    checkpoint.pt    resumable state, rewritten atomically after every epoch
+    history.csv      one row per epoch
+    final.pt         model file at the end of training
+    metrics.json     final metrics; written last, so its presence means "finished"
+    measures.json    complexity measures (written by srr-measure)
+
+A run's identity is a hash of its result-affecting config: paths, device and
+verbosity are left out, so relaunching the same settings finds the same directory.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Iterator, Optional, Union
+
+PathLike = Union[str, os.PathLike]
+
+# Dotted keys that do not change a run's results.
+NON_RESULT_KEYS = (
+    "data.root", "data.download", "data.options.cache_dir", "train.device", "train.progress",
+    "train.checkpoint_every", "train.log_every", "out_dir", "measure", "hydra",
+)
+
+# Short names for the hyperparameters people sweep; other keys keep their dotted name.
+HP_ALIASES = {
+    "model.name": "variant", "model.dim": "width", "model.depth": "depth", "model.heads": "heads",
+    "model.dropout": "dropout", "optim.name": "optimizer", "optim.lr": "lr", "optim.weight_decay": "weight_decay",
+    "train.batch_size": "batch_size", "train.epochs": "epochs", "data.name": "dataset", "data.n_train": "n_train",
+    "seed": "seed",
+}
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def result_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The flat result-affecting part of a config."""
+    flat = flatten(cfg)
+    return {k: v for k, v in flat.items() if not any(k == n or k.startswith(n + ".") for n in NON_RESULT_KEYS)}
+
+
+def run_id(cfg: dict[str, Any], length: int = 12) -> str:
+    """Hash of the result-affecting config (stable across key order and Python runs)."""
+    blob = json.dumps(result_config(cfg), sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:length]
+
+
+def hparams(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Flat hyperparameters with short names (see HP_ALIASES); lists become strings."""
+    out = {}
+    for k, v in result_config(cfg).items():
+        if isinstance(v, (list, tuple)):
+            v = json.dumps(list(v))
+        out[HP_ALIASES.get(k, k)] = v
+    return out
+
+
+def find_runs(*roots: PathLike) -> list[Path]:
+    """Every run directory (one that holds config.yaml or metrics.json) under the roots, sorted."""
+    found = set()
+    for root in map(Path, roots):
+        if not root.exists():
+            raise FileNotFoundError(f"{root}: no such directory")
+        for marker in ("metrics.json", "config.yaml"):
+            found.update(p.parent for p in root.rglob(marker) if ".hydra" not in p.parts)
+    return sorted(found)
+
+
+@dataclass
+class Run:
+    """A run directory, read lazily."""
+
+    path: Path
+
+    @cached_property
+    def config(self) -> dict[str, Any]:
+        from omegaconf import OmegaConf
+
+        return OmegaConf.to_container(OmegaConf.load(self.path / "config.yaml"), resolve=True)
+
+    @property
+    def metrics(self) -> Optional[dict[str, Any]]:
+        p = self.path / "metrics.json"
+        return json.loads(p.read_text()) if p.exists() else None
+
+    @property
+    def done(self) -> bool:
+        return self.metrics is not None
+
+    @property
+    def history(self):  # pandas.DataFrame
+        import pandas as pd
+
+        return pd.read_csv(self.path / "history.csv")
+
+    def model(self, which: str = "final"):
+        from .checkpoints import load_model
+
+        return load_model(self.path / f"{which}.pt")
+
+    def data(self):
+        from .data import load_data
+
+        return load_data(self.config["data"])
+
+
+def load_run(path: PathLike) -> Run:
+    path = Path(path)
+    if not (path / "config.yaml").exists():
+        raise FileNotFoundError(f"{path}: not a run directory (no config.yaml)")
+    return Run(path)
