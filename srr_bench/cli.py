@@ -5,32 +5,7 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "sweeps" / "conf")
-
-
-def register_resolvers() -> None:
-    """``${run_id:}``: hash of the result-affecting config (used to name run directories)."""
-    from omegaconf import OmegaConf
-
-    from .runs import run_id
-
-    def _run_id(*, _root_: Any) -> str:
-        from omegaconf import OmegaConf as OC
-
-        cfg = OC.to_container(_root_, resolve=False)
-        cfg.pop("hydra", None)
-        return run_id(OC.to_container(OC.create(cfg), resolve=True))
-
-    if not OmegaConf.has_resolver("run_id"):
-        OmegaConf.register_new_resolver("run_id", _run_id)
-
-
-def to_plain(cfg: Any) -> dict[str, Any]:
-    from omegaconf import OmegaConf
-
-    plain = OmegaConf.to_container(cfg, resolve=True)
-    plain.pop("hydra", None)
-    return plain
+from .config import CONF_DIR, register_resolvers, to_plain
 
 
 def train_main() -> None:
