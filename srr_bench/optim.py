@@ -37,7 +37,8 @@ class Lion(torch.optim.Optimizer):
 
 @OPTIMIZERS.register("adamw")
 def _adamw(groups: list[dict], cfg: dict) -> torch.optim.Optimizer:
-    return torch.optim.AdamW(groups, lr=cfg["lr"], betas=tuple(cfg.get("betas", (0.9, 0.999))))
+    fused = all(p.is_cuda for g in groups for p in g["params"])  # one kernel for all tensors on a GPU
+    return torch.optim.AdamW(groups, lr=cfg["lr"], betas=tuple(cfg.get("betas", (0.9, 0.999))), fused=fused or None)
 
 
 @OPTIMIZERS.register("sgd")

@@ -128,22 +128,13 @@ def train(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
     model.train()
     while state["epoch"] < max_epochs and not state["stopped"]:
         epoch = state["epoch"]
-        gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)  # epoch's shuffling and augmentation
+        gen = torch.Generator(device).manual_seed(seed * 1_000_003 + epoch)  # epoch's shuffling and augmentation
         epoch_loss = torch.zeros((), device=device, dtype=torch.float64)
         epoch_correct = torch.zeros((), device=device, dtype=torch.int64)
         step_losses = torch.zeros((), device=device, dtype=torch.float64)
         for x, y in data.batches("train", bs, generator=gen, shuffle=True, augment=True):
             lr = learning_rate(state["step"], total_steps, warmup, float(o_cfg["lr"]), min_lr)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            with autocast(device, bf16):
-                logits = forward(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=smoothing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if clip:
-                nn.utils.clip_grad_norm_(model.parameters(), float(clip))
-            opt.step()
+            loss, logits = train_step(forward, model, opt, x, y, lr, smoothing, clip, bf16)
             state["step"] += 1
             epoch_loss += loss.detach().double() * len(y)
             step_losses += loss.detach().double()
@@ -174,6 +165,22 @@ def train(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
             _checkpoint(ckpt_path, model, opt, state, device)
     bar.close()
     return _finish(cfg, run_dir, model, data, state, status, rule, bf16, t0)
+
+
+def train_step(forward: nn.Module, model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+               lr: float, smoothing: float = 0.0, clip: Optional[float] = None, bf16: bool = True):
+    """One optimisation step; ``forward`` is the model or its compiled form. Returns (loss, logits)."""
+    for g in opt.param_groups:
+        g["lr"] = lr
+    with autocast(x.device, bf16):
+        logits = forward(x)
+    loss = F.cross_entropy(logits.float(), y, label_smoothing=smoothing)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip:
+        nn.utils.clip_grad_norm_(model.parameters(), float(clip))
+    opt.step()
+    return loss, logits
 
 
 def _checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, state: dict, device: torch.device) -> None:

@@ -84,7 +84,7 @@ class Dataset:
         """(x, y) batches of a split; shuffling and augmentation draw from ``generator`` only."""
         data: Split = getattr(self, split)
         n = len(data)
-        order = torch.randperm(n, generator=generator).to(data.x.device) if shuffle else None
+        order = torch.randperm(n, generator=generator, device=_device(generator)).to(data.x.device) if shuffle else None
         stop = n - n % batch_size if drop_last else n
         for start in range(0, stop, batch_size):
             idx = order[start : start + batch_size] if order is not None else slice(start, start + batch_size)
@@ -98,6 +98,11 @@ class Dataset:
         return (-self.mean / self.std).to(x.device, x.dtype)
 
 
+def _device(generator: Optional[torch.Generator]) -> torch.device:
+    """Random draws happen where their generator lives (a CUDA generator keeps the GPU busy, no sync)."""
+    return generator.device if generator is not None else torch.device("cpu")
+
+
 def augment_batch(
     x: Tensor, padding: int, flip: bool, pad_value: Tensor, generator: Optional[torch.Generator]
 ) -> Tensor:
@@ -106,15 +111,15 @@ def augment_batch(
     if padding > 0:
         padded = pad_value.view(1, c, 1, 1).expand(b, c, h + 2 * padding, w + 2 * padding).clone()
         padded[:, :, padding : padding + h, padding : padding + w] = x
-        dy = torch.randint(0, 2 * padding + 1, (b,), generator=generator).to(x.device)
-        dx = torch.randint(0, 2 * padding + 1, (b,), generator=generator).to(x.device)
+        dy = torch.randint(0, 2 * padding + 1, (b,), generator=generator, device=_device(generator)).to(x.device)
+        dx = torch.randint(0, 2 * padding + 1, (b,), generator=generator, device=_device(generator)).to(x.device)
         rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]  # (B, 1, H, 1)
         cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]  # (B, 1, 1, W)
         bi = torch.arange(b, device=x.device)[:, None, None, None]
         ci = torch.arange(c, device=x.device)[None, :, None, None]
         x = padded[bi, ci, rows, cols]
     if flip:
-        mask = (torch.rand(b, generator=generator) < 0.5).to(x.device)
+        mask = (torch.rand(b, generator=generator, device=_device(generator)) < 0.5).to(x.device)
         x = torch.where(mask[:, None, None, None], x.flip(-1), x)
     return x
 

@@ -99,9 +99,12 @@ class ISTA(nn.Module):
     """One ISTA step on the non-negative LASSO with a complete dictionary D in R^{d x d}.
 
     Column form:  Z' = ReLU(Z + η Dᵀ(Z − D Z) − η λ).  The reference code computes
-    Dᵀ Z − Dᵀ D Z with three matrix products; Dᵀ(Z − D Z) needs two. D is initialised
-    kaiming-uniform as in the reference; η = ``ista_step``, λ = ``ista_lambda``.
-    There is no residual connection around this block.
+    Dᵀ Z − Dᵀ D Z with three products over the tokens; since Dᵀ(Z − DZ) = (Dᵀ − DᵀD) Z,
+    one d×d×d product on the weights leaves a single product over the tokens (rows:
+    x (D − DᵀD)), which halves the block's cost whenever a batch has more than d tokens.
+    x is added outside the product, so low-precision matmuls round only the update.
+    D is initialised kaiming-uniform as in the reference; η = ``ista_step``,
+    λ = ``ista_lambda``. There is no residual connection around this block.
     """
 
     def __init__(self, cfg: ModelConfig):
@@ -112,5 +115,6 @@ class ISTA(nn.Module):
         nn.init.kaiming_uniform_(self.weight)
 
     def forward(self, x: Tensor) -> Tensor:
-        residual = x - F.linear(x, self.weight)  # rows of (Z − D Z)
-        return F.relu(x + self.step * (residual @ self.weight) - self.step * self.lambd)  # rows of Dᵀ(Z − DZ)
+        D = self.weight
+        update = x @ (D - D.T @ D)  # rows of Dᵀ(Z − D Z)
+        return F.relu(x + self.step * update - self.step * self.lambd)

@@ -1,0 +1,64 @@
+"""The demo: train a grid of CRATE variants on digits, measure them, and correlate.
+
+``srr-demo`` (or ``make demo``) runs ``srr-train -m experiment=demo`` into
+``multirun/demo``, then ``srr-measure`` and ``srr-analyze report`` on it when those
+parts are installed, and prints where everything went. Relaunching skips finished work.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def _train_grid(out: Path, extra: list[str]) -> int:
+    cmd = [sys.executable, "-c", "from srr_bench.cli import train_main; train_main()", "-m", "experiment=demo",
+           f"hydra.sweep.dir={out}", "train.progress=false", *extra]
+    print("$ srr-train -m experiment=demo " + " ".join(cmd[6:]), flush=True)
+    return subprocess.call(cmd)
+
+
+def summary(out: Path) -> str:
+    from .runs import find_runs
+
+    rows = []
+    for run in find_runs(out):
+        m = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").exists() else None
+        hp = json.loads((run / "hparams.json").read_text()) if (run / "hparams.json").exists() else {}
+        status = m["status"] if m else ("failed" if (run / "failure.json").exists() else "unfinished")
+        acc = f"{m['train_acc']:.3f} {m['test_acc']:.3f} {m['gap_acc']:+.3f}" if m and m["status"] == "done" else "-"
+        rows.append(f"| {hp.get('variant', '?'):8s} | {hp.get('lr', '?'):<6} | {hp.get('dropout', '?'):<4} | {status:8s} | {acc} |")
+    head = "| variant  | lr     | drop | status   | train test gap |\n|---|---|---|---|---|"
+    return "\n".join([head, *sorted(rows)])
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--out", default="multirun/demo", help="sweep directory (default: multirun/demo)")
+    ap.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    t0 = time.time()
+    if _train_grid(out, args.overrides) != 0:
+        print("the training sweep failed; see the messages above", file=sys.stderr)
+        return 1
+    print(f"\ntrained in {time.time() - t0:.0f}s:\n{summary(out)}\n")
+    steps = [("measures.cli", ["srr-measure", str(out)]), ("analysis.cli", ["srr-analyze", "report", str(out), "--out", str(out / "report")])]
+    for module, argv_ in steps:
+        try:
+            mod = __import__(module, fromlist=["main"])
+        except ImportError:
+            continue
+        print("$ " + " ".join(argv_), flush=True)
+        rc = mod.main(argv_[1:])
+        if rc:
+            return rc
+    print(f"done in {time.time() - t0:.0f}s; runs are in {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
