@@ -1,0 +1,107 @@
+"""``srr-analyze``: collect sweep results, correlate measures with the gap, write a report.
+
+    srr-analyze collect SWEEP_DIR... -o results.csv [--drop-nonconverged] [--drop-diverged]
+                        [--min-train-acc X]
+    srr-analyze correlate results.csv --gap gen.gap_acc --out DIR [--bootstrap N] [--seed S]
+    srr-analyze report SWEEP_DIR_or_CSV... --out DIR [--gap ...] [--bootstrap N] [filters]
+
+Bad input (missing file, a table without ``measure.*`` columns or without the gap column,
+a malformed table) prints one line ``srr-analyze: error: ...`` on stderr and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+
+from analysis.schema import DEFAULT_GAP, AnalysisError
+
+PROG = "srr-analyze"
+
+
+def _filters(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--drop-nonconverged", action="store_true", help="drop runs not flagged converged")
+    p.add_argument("--drop-diverged", action="store_true", help="drop runs whose status is 'diverged'")
+    p.add_argument("--min-train-acc", type=float, default=None, metavar="X",
+                   help="drop runs with gen.train_acc below X (a fraction)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description="Collect sweep results, correlate measures "
+                                "with the generalization gap, write tables, figures and a report.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("collect", help="build the tidy table from sweep directories")
+    c.add_argument("sweep_dirs", nargs="+", metavar="SWEEP_DIR")
+    c.add_argument("-o", "--output", required=True, help="results.csv or results.parquet")
+    _filters(c)
+
+    r = sub.add_parser("correlate", help="tau, Psi, K and sign-error of every measure")
+    r.add_argument("table", help="tidy table (.csv or .parquet)")
+    r.add_argument("--gap", default=DEFAULT_GAP, help=f"gap column (default {DEFAULT_GAP})")
+    r.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    r.add_argument("--bootstrap", type=int, default=0, metavar="N",
+                   help="seed-bootstrap replicates for CIs of tau and Psi (default 0: none)")
+    r.add_argument("--seed", type=int, default=0, help="seed of the bootstrap generator")
+
+    m = sub.add_parser("report", help="tables, figures and report.md")
+    m.add_argument("source", nargs="+", metavar="SWEEP_DIR_or_CSV")
+    m.add_argument("--out", required=True, metavar="DIR")
+    m.add_argument("--gap", default=DEFAULT_GAP)
+    m.add_argument("--bootstrap", type=int, default=100, metavar="N",
+                   help="seed-bootstrap replicates (default 100; 0 to skip)")
+    m.add_argument("--seed", type=int, default=0)
+    _filters(m)
+    return p
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"{PROG}: warning: {message}", file=sys.stderr)
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "collect":
+        from analysis.collect import collect, write_table
+        df = collect(args.sweep_dirs, args.drop_nonconverged, args.drop_diverged,
+                     args.min_train_acc, log=_log)
+        path = write_table(df, args.output)
+        _log(f"wrote {len(df)} rows x {df.shape[1]} columns to {path}")
+    elif args.command == "correlate":
+        from analysis.collect import read_table
+        from analysis.correlate import correlate
+        from analysis.tables import to_markdown, write_tables
+        corr = correlate(read_table(args.table), gap=args.gap, n_boot=args.bootstrap, seed=args.seed)
+        paths = write_tables(corr, args.out)
+        print(to_markdown(corr))
+        _log(f"wrote {paths['csv']}, {paths['md'].name}, {paths['tex'].name}")
+    else:
+        from analysis.report import report
+        src = args.source[0] if len(args.source) == 1 else args.source
+        path = report(src, args.out, gap=args.gap, n_boot=args.bootstrap, seed=args.seed,
+                      drop_nonconverged=args.drop_nonconverged, drop_diverged=args.drop_diverged,
+                      min_train_acc=args.min_train_acc, log=_log)
+        _log(f"wrote {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``srr-analyze``; returns the exit code (2 on bad input)."""
+    args = build_parser().parse_args(argv)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            warnings.showwarning = _warning_line
+            return _run(args)
+    except (AnalysisError, FileNotFoundError, IsADirectoryError, PermissionError) as e:
+        msg = " ".join(str(e).split()) or type(e).__name__
+        print(f"{PROG}: error: {msg}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,245 @@
+"""Figures of the correlation study (matplotlib, object API on the Agg canvas).
+
+- :func:`plot_scatter`      measure vs gap, one panel per measure, colour = ``hp.variant``;
+- :func:`plot_bars`         τ and Ψ per measure, with bootstrap CIs when present;
+- :func:`plot_heatmap`      ψ per measure × axis (diverging colormap centred at 0);
+- :func:`plot_layer_profile` SRR components across layers (``measure.srr.L<i>.<comp>``),
+  mean ± sd over runs per variant;
+- :func:`plot_layer_history` per-layer quantities across epochs (``layer.<i>.<q>``
+  columns of ``history.csv``), mean over runs per variant.
+
+No pyplot state is used: each function builds a :class:`matplotlib.figure.Figure`, saves a
+PNG and returns its path (or ``None`` when the table has nothing to plot).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from analysis.schema import MEASURE
+from analysis.tables import axes_of, sort_rows
+
+VARIANT = "hp.variant"
+LAYER_MEASURE = re.compile(r"^measure\.srr\.(?:L|layer)(\d+)\.(.+)$")
+LAYER_HISTORY = re.compile(r"^layer\.(\d+)\.(.+)$")
+COMPONENT_ORDER = ["R", "Rc", "dR", "l0", "sparsity", "srr"]
+COMPONENT_LABEL = {"R": r"$R(Z)$ (coding rate)", "Rc": r"$R^c(Z\mid U)$ (compressed rate)",
+                   "dR": r"$\Delta R = R - R^c$", "l0": r"$\|Z\|_0$ (sparsity)",
+                   "sparsity": r"$\|Z\|_0$ (sparsity)", "srr": "SRR objective"}
+DPI = 130
+
+
+def _groups(df: pd.DataFrame) -> list[tuple[str, np.ndarray]]:
+    """(label, row mask) per variant, or one group of all rows."""
+    if VARIANT in df.columns and df[VARIANT].nunique(dropna=True) > 1:
+        values = sorted(df[VARIANT].dropna().unique(), key=str)
+        return [(str(v), (df[VARIANT] == v).to_numpy()) for v in values]
+    return [("all runs", np.ones(len(df), bool))]
+
+
+def _colors(n: int) -> list:
+    cmap = colormaps["tab10"]
+    return [cmap(i % 10) for i in range(n)]
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    return path
+
+
+def _log_x(x: np.ndarray) -> bool:
+    x = x[np.isfinite(x)]
+    return x.size > 1 and x.min() > 0 and x.max() / x.min() > 100
+
+
+def plot_scatter(df: pd.DataFrame, corr: pd.DataFrame, gap: str, out: str | Path,
+                 measures: list[str] | None = None, ncols: int = 4) -> Path | None:
+    """Measure (x) vs gap (y), one panel per measure in ``corr`` order (best Ψ first)."""
+    names = measures or list(sort_rows(corr)["measure"])
+    names = [m for m in names if MEASURE + m in df.columns]
+    if not names:
+        return None
+    ncols = min(ncols, len(names))
+    nrows = -(-len(names) // ncols)
+    fig = Figure(figsize=(3.4 * ncols, 2.9 * nrows + 0.6), layout="constrained")
+    axs = fig.subplots(nrows, ncols, squeeze=False)
+    groups = _groups(df)
+    stats = corr.set_index("measure")
+    y = df[gap].to_numpy(float)
+    for ax, m in zip(axs.flat, names):
+        x = df[MEASURE + m].to_numpy(float)
+        for (label, mask), color in zip(groups, _colors(len(groups))):
+            ax.scatter(x[mask], y[mask], s=14, alpha=0.75, color=color, label=label, edgecolors="none")
+        if _log_x(x):
+            ax.set_xscale("log")
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(5))
+        r = stats.loc[m]
+        ax.set_title(m, fontsize=9, fontweight="bold", loc="left")
+        ax.set_title(f"τ {r['tau']:.2f}  Ψ {r['Psi']:.2f}", fontsize=8, loc="right", color="0.25")
+        ax.set_xlabel(m, fontsize=8)
+        ax.set_ylabel(gap, fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    for ax in list(axs.flat)[len(names):]:
+        ax.set_visible(False)
+    if len(groups) > 1:
+        handles, labels = axs.flat[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside lower center", ncols=min(len(groups), 6),
+                   title="variant (hp.variant)", fontsize=9, markerscale=1.8)
+    fig.suptitle(f"Measures vs generalization gap ({gap}), {len(df)} models", fontsize=11)
+    return _save(fig, Path(out))
+
+
+def plot_bars(corr: pd.DataFrame, out: str | Path) -> Path | None:
+    """Horizontal bars of τ and Ψ per measure (sorted by Ψ), CI error bars when present."""
+    if corr.empty:
+        return None
+    c = sort_rows(corr).iloc[::-1]  # best at the top of a horizontal chart
+    n = len(c)
+    ypos = np.arange(n)
+    fig = Figure(figsize=(7.5, 1.2 + 0.32 * n), layout="constrained")
+    ax = fig.subplots()
+    h = 0.38
+    for off, key, label, color in ((h / 2, "tau", "Kendall τ", "#4C72B0"), (-h / 2, "Psi", "granulated Ψ", "#DD8452")):
+        v = c[key].to_numpy(float)
+        err = None
+        if f"{key}_lo" in c.columns:
+            lo, hi = c[f"{key}_lo"].to_numpy(float), c[f"{key}_hi"].to_numpy(float)
+            err = np.vstack([np.clip(v - lo, 0, None), np.clip(hi - v, 0, None)])
+            err = np.nan_to_num(err)
+        ax.barh(ypos + off, np.nan_to_num(v), height=h, color=color, label=label,
+                xerr=err, error_kw={"elinewidth": 0.8, "capsize": 2, "ecolor": "0.25"})
+    ax.axvline(0, color="0.2", lw=0.8)
+    ax.set_yticks(ypos, c["measure"], fontsize=8)
+    ax.set_ylim(-0.6, n - 0.4)
+    ax.set_xlim(-1.05, 1.05)
+    ax.set_xlabel("correlation with the generalization gap")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(loc="best", fontsize=8)
+    ci = " (bars: 95% bootstrap CI over seeds)" if "tau_lo" in c.columns else ""
+    ax.set_title(f"Kendall τ and granulated Ψ per measure{ci}", fontsize=10)
+    return _save(fig, Path(out))
+
+
+def plot_heatmap(corr: pd.DataFrame, out: str | Path) -> Path | None:
+    """ψ_i per measure (rows, sorted by Ψ) and axis (columns), plus a Ψ column; annotated."""
+    axes = axes_of(corr)
+    if corr.empty or not axes:
+        return None
+    c = sort_rows(corr)
+    cols = [f"psi.{a}" for a in axes] + ["Psi"]
+    M = c[cols].to_numpy(float)
+    nr, nc = M.shape
+    fig = Figure(figsize=(1.6 + 0.95 * nc + 0.08 * max(len(m) for m in c["measure"]),
+                          1.3 + 0.34 * nr), layout="constrained")
+    ax = fig.subplots()
+    cmap = colormaps["RdBu_r"].with_extremes(bad="0.85")
+    im = ax.imshow(np.ma.masked_invalid(M), cmap=cmap, vmin=-1, vmax=1, aspect="auto")
+    for i in range(nr):
+        for j in range(nc):
+            v = M[i, j]
+            txt = "–" if np.isnan(v) else f"{v:.2f}"
+            ax.text(j, i, txt, ha="center", va="center", fontsize=7.5,
+                    color="white" if abs(np.nan_to_num(v)) > 0.6 else "black")
+    ng = [c.get(f"n_groups.{a}") for a in axes]
+    xl = [f"{a}\n(m={int(g.max())})" if g is not None else a for a, g in zip(axes, ng)] + ["Ψ\n(mean)"]
+    ax.set_xticks(range(nc), xl, fontsize=8)
+    ax.set_yticks(range(nr), c["measure"], fontsize=8)
+    ax.axvline(nc - 1.5, color="white", lw=3)
+    ax.xaxis.tick_top()
+    fig.colorbar(im, ax=ax, shrink=0.8, label="ψ (granulated Kendall per axis)")
+    ax.set_title("ψ per hyperparameter axis (m = groups)", fontsize=10)
+    return _save(fig, Path(out))
+
+
+def _layer_columns(columns, pattern: re.Pattern) -> dict[str, dict[int, str]]:
+    """{component: {layer: column}} for columns matching ``pattern``."""
+    found: dict[str, dict[int, str]] = {}
+    for col in columns:
+        m = pattern.match(str(col))
+        if m:
+            found.setdefault(m.group(2), {})[int(m.group(1))] = col
+    order = {k: i for i, k in enumerate(COMPONENT_ORDER)}
+    return dict(sorted(found.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))
+
+
+def plot_layer_profile(df: pd.DataFrame, out: str | Path) -> Path | None:
+    """SRR components (R, R^c, ‖Z‖₀, SRR, ...) across layers, mean ± sd over runs per variant."""
+    comps = _layer_columns(df.columns, LAYER_MEASURE)
+    if not comps:
+        return None
+    groups = _groups(df)
+    ncols = min(4, len(comps))
+    nrows = -(-len(comps) // ncols)
+    fig = Figure(figsize=(3.6 * ncols, 2.9 * nrows + 0.6), layout="constrained")
+    axs = fig.subplots(nrows, ncols, squeeze=False)
+    for ax, (comp, cols) in zip(axs.flat, comps.items()):
+        layers = sorted(cols)
+        vals = df[[cols[i] for i in layers]].to_numpy(float)
+        for (label, mask), color in zip(groups, _colors(len(groups))):
+            mu = np.nanmean(vals[mask], axis=0)
+            sd = np.nanstd(vals[mask], axis=0)
+            ax.plot(layers, mu, "-o", ms=3, color=color, label=label)
+            ax.fill_between(layers, mu - sd, mu + sd, color=color, alpha=0.15, lw=0)
+        ax.set_title(COMPONENT_LABEL.get(comp, comp), fontsize=9)
+        ax.set_xlabel("layer", fontsize=8)
+        ax.set_xticks(layers)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    for ax in list(axs.flat)[len(comps):]:
+        ax.set_visible(False)
+    if len(groups) > 1:
+        h, lab = axs.flat[0].get_legend_handles_labels()
+        fig.legend(h, lab, loc="outside lower center", ncols=min(len(groups), 6),
+                   title="variant (hp.variant)", fontsize=9)
+    fig.suptitle(f"SRR components across layers (mean ± sd over {len(df)} runs)", fontsize=11)
+    return _save(fig, Path(out))
+
+
+def plot_layer_history(histories: dict[str, pd.DataFrame], df: pd.DataFrame, out: str | Path) -> Path | None:
+    """Per-layer quantities across epochs: rows = variants, columns = quantities, one line
+    per layer (mean over the runs of the variant)."""
+    hist = {k: h for k, h in histories.items() if _layer_columns(h.columns, LAYER_HISTORY)}
+    if not hist:
+        return None
+    variant = dict(zip(df["run_id"].astype(str), df[VARIANT].astype(str))) if VARIANT in df.columns else {}
+    frames = []
+    for run_id, h in hist.items():
+        h = h.copy()
+        if "epoch" not in h.columns:
+            h["epoch"] = np.arange(len(h))
+        h["_variant"] = variant.get(run_id, "all runs")
+        frames.append(h)
+    allh = pd.concat(frames, ignore_index=True)
+    comps = _layer_columns(allh.columns, LAYER_HISTORY)
+    variants = sorted(allh["_variant"].unique())
+    nl = max(max(c) for c in comps.values()) + 1
+    cmap = colormaps["viridis"]
+    fig = Figure(figsize=(3.4 * len(comps), 2.6 * len(variants) + 0.8), layout="constrained")
+    axs = fig.subplots(len(variants), len(comps), squeeze=False)
+    for r, v in enumerate(variants):
+        mean = allh[allh["_variant"] == v].groupby("epoch").mean(numeric_only=True)
+        for c, (comp, cols) in enumerate(comps.items()):
+            ax = axs[r, c]
+            for layer in sorted(cols):
+                if cols[layer] in mean.columns:
+                    ax.plot(mean.index, mean[cols[layer]], color=cmap(layer / max(nl - 1, 1)),
+                            lw=1.2, label=f"layer {layer}")
+            ax.set_title(f"{v}: {COMPONENT_LABEL.get(comp, comp)}", fontsize=9)
+            ax.set_xlabel("epoch", fontsize=8)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.tick_params(labelsize=7)
+            ax.grid(alpha=0.3)
+    h, lab = axs[0, 0].get_legend_handles_labels()
+    fig.legend(h, lab, loc="outside right center", fontsize=8)
+    fig.suptitle(f"Per-layer quantities across epochs (mean over runs; {len(hist)} runs)", fontsize=11)
+    return _save(fig, Path(out))

@@ -1,0 +1,132 @@
+"""One-stop report: tidy table -> correlation tables + figures + ``report.md``.
+
+``report(source, out_dir)`` accepts sweep directories (collected with
+:func:`analysis.collect.collect`, and saved as ``results.csv``), a tidy CSV/Parquet file, or
+a DataFrame. It writes into ``out_dir``::
+
+    report.md                 the report, embedding the figures by relative path
+    results.csv               the tidy table (when built from sweep directories)
+    correlations.csv|.md|.tex the statistics (full precision) and the paper-layout tables
+    correlations_table.csv    paper layout, 3 decimals
+    figures/*.png             bars, ψ heatmap, measure-vs-gap scatter pages, layer plots
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from analysis import plots
+from analysis.collect import apply_filters, collect, read_histories, read_table, write_table
+from analysis.correlate import correlate
+from analysis.schema import DEFAULT_GAP, SEED, AnalysisError, Design, strip
+from analysis.tables import to_markdown, write_tables
+
+PANELS_PER_PAGE = 12
+
+
+def load_source(source, drop_nonconverged: bool = False, drop_diverged: bool = False,
+                min_train_acc: float | None = None, log: Callable[[str], None] = print):
+    """(table, built_from_sweeps) from a DataFrame, a table file or sweep directories."""
+    if isinstance(source, pd.DataFrame):
+        return source, False
+    paths = [Path(source)] if isinstance(source, (str, os.PathLike)) else [Path(s) for s in source]
+    if len(paths) == 1 and paths[0].is_file():
+        df = apply_filters(read_table(paths[0]), drop_nonconverged, drop_diverged, min_train_acc, log)
+        return df, False
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise AnalysisError(f"not found: {', '.join(missing)}")
+    return collect(paths, drop_nonconverged, drop_diverged, min_train_acc, log), True
+
+
+def _design_lines(df: pd.DataFrame, corr: pd.DataFrame) -> list[str]:
+    design = Design.from_table(df.loc[~df[corr.attrs["gap"]].isna()])
+    lines = []
+    for a in design.axes:
+        col = a.split("+")[0]  # merged (aliased) axes are named 'hp.width+heads'
+        vals = sorted(df[col].dropna().unique(), key=str)
+        shown = ", ".join(str(v) for v in vals[:8]) + (", …" if len(vals) > 8 else "")
+        alias = " (aliased axes, merged)" if "+" in a else ""
+        lines.append(f"- `{strip(a)}`: {len(vals)} values ({shown}){alias}")
+    if SEED in df.columns:
+        lines.append(f"- seeds: {df[SEED].nunique()} (`hp.seed` is never an axis)")
+    return lines
+
+
+def report(source, out_dir: str | Path, gap: str = DEFAULT_GAP, n_boot: int = 100, seed: int = 0,
+           drop_nonconverged: bool = False, drop_diverged: bool = False,
+           min_train_acc: float | None = None, log: Callable[[str], None] = print) -> Path:
+    """Write tables, figures and ``report.md`` into ``out_dir``; return the report path."""
+    out = Path(out_dir)
+    messages: list[str] = []
+
+    def note(msg: str) -> None:
+        messages.append(msg)
+        log(msg)
+
+    df, from_sweeps = load_source(source, drop_nonconverged, drop_diverged, min_train_acc, note)
+    out.mkdir(parents=True, exist_ok=True)
+    if from_sweeps:
+        write_table(df, out / "results.csv")
+    corr = correlate(df, gap=gap, n_boot=n_boot, seed=seed)
+    write_tables(corr, out)
+    figs = _figures(df, corr, gap, out / "figures")
+
+    md = [f"# Generalization-measure correlation report", "",
+          f"{corr.attrs['n_models']} models with a value of `{gap}`, "
+          f"{len(corr)} measures.", "", "## Design", "", *_design_lines(df, corr)]
+    if messages:
+        md += ["", "Collection and filters:", "", *[f"- {m}" for m in messages]]
+    boot = (f"; 95% bootstrap intervals over seeds in brackets ({corr.attrs['n_boot']} replicates)"
+            if corr.attrs.get("n_boot") else "")
+    md += ["", "## Correlations", "",
+           "τ: Jiang et al. (2020) sign-based Kendall τ over all models; Ψ: granulated Kendall "
+           "(mean of ψ per axis); K: conditional mutual information (min over conditioning sets "
+           "of ≤ 2 axes); SE: robust sign-error over coupled environments (Dziugaite et al. 2020, "
+           f"{'Hoeffding-weighted' if corr.attrs.get('hoeffding') else 'unweighted'})" + boot + ".",
+           "", to_markdown(corr), *_sign_error_note(df, corr),
+           "Files: `correlations.csv` (all statistics), `correlations.md`, "
+           "`correlations.tex`, `correlations_table.csv`.", "", "## Figures", ""]
+    for title, path in figs:
+        md += [f"### {title}", "", f"![{title}]({path.relative_to(out).as_posix()})", ""]
+    path = out / "report.md"
+    path.write_text("\n".join(md))
+    return path
+
+
+def _sign_error_note(df: pd.DataFrame, corr: pd.DataFrame) -> list[str]:
+    """Explain empty sign-error cells (no environment survived the noise filter)."""
+    if "n_envs" not in corr.columns or not (corr["n_envs"] == 0).any():
+        return []
+    n = df["gen.n_test"].min() if "gen.n_test" in df.columns else None
+    size = f" (smallest test set: {int(n)} examples)" if n is not None and pd.notna(n) else ""
+    return ["SE '–': no coupled environment kept a positive Hoeffding weight: the gaps of the "
+            "paired runs are closer than the test-set sampling error" + size + ".", ""]
+
+
+def _figures(df: pd.DataFrame, corr: pd.DataFrame, gap: str, fig_dir: Path) -> list[tuple[str, Path]]:
+    figs = []
+    p = plots.plot_bars(corr, fig_dir / "tau_psi_bars.png")
+    if p:
+        figs.append(("τ and Ψ per measure", p))
+    p = plots.plot_heatmap(corr, fig_dir / "psi_heatmap.png")
+    if p:
+        figs.append(("ψ per measure and axis", p))
+    names = list(corr.sort_values("Psi", ascending=False, na_position="last")["measure"])
+    pages = [names[i:i + PANELS_PER_PAGE] for i in range(0, len(names), PANELS_PER_PAGE)]
+    for k, page in enumerate(pages, 1):
+        p = plots.plot_scatter(df, corr, gap, fig_dir / f"scatter_{k}.png", measures=page)
+        if p:
+            suffix = f" ({k}/{len(pages)})" if len(pages) > 1 else ""
+            figs.append(("Measure vs gap" + suffix, p))
+    p = plots.plot_layer_profile(df, fig_dir / "srr_layers.png")
+    if p:
+        figs.append(("SRR components across layers", p))
+    p = plots.plot_layer_history(read_histories(df), df, fig_dir / "layer_history.png")
+    if p:
+        figs.append(("Per-layer quantities across epochs", p))
+    return figs

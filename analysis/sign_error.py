@@ -1,0 +1,139 @@
+"""Robust sign-error over coupled environments (Dziugaite, Drouin et al., NeurIPS 2020,
+"In Search of Robust Measures of Generalization", §4; code: nitarshan/robust-generalization-
+measures, ``experiments/coupled_networks``).
+
+- An **environment** is a pair of hyperparameter settings (cells) that differ in exactly one
+  axis H_i (v1 ↔ v2), all other axes equal. ``hp.seed`` is not an axis: the environment
+  pairs every seed of one cell with every seed of the other (all seed pairs).
+- Per pair of models the sign-error is ``(1 − sign(μ1 − μ2)·sign(g1 − g2)) / 2`` ∈ [0, 1]
+  (a tie in μ scores 1/2, a coin flip).
+- **Monte-Carlo noise filter**: each pair gets the Hoeffding weight
+  ``w = max(0, 1 − 2 exp(−2 n (|Δg|/2)²))²`` with n the *real* test-set size (here
+  ``min(gen.n_test)`` of the two models; RGM hard-codes 10,000), then ``w ← (w − 0.5)₊``:
+  pairs whose gaps could be equal by test-sampling noise get no weight. The bound assumes
+  a gap of a [0, 1]-bounded loss (an accuracy gap as a fraction); for other gaps use
+  ``hoeffding=False`` (all weights 1).
+- The environment loss is the weighted mean sign-error; environments with Σw = 0 or an
+  effective sample size ESS = (Σw)²/Σw² below ``min_ess`` are dropped (RGM's figures use
+  12; the default 1 keeps every environment with positive weight, as small grids have few
+  seeds).
+- Summaries: mean, 90th percentile (linear interpolation, as ``np.percentile``) and max of
+  the environment losses, per axis and over all environments. RGM lists every environment
+  twice (v1→v2 and v2→v1, equal losses); we list it once, which leaves these unchanged.
+- Rows with a NaN measure or gap are dropped for that measure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from analysis.schema import AnalysisError, Design
+
+
+def hoeffding_weight(delta_gap, n, min_weight: float = 0.5) -> np.ndarray:
+    """RGM's weight ``(max(0, 1 − 2 exp(−2n(|Δg|/2)²))² − min_weight)₊``."""
+    d = np.abs(np.asarray(delta_gap, float))
+    w = np.maximum(0.0, 1.0 - 2.0 * np.exp(-2.0 * np.asarray(n, float) * (d / 2) ** 2)) ** 2
+    return np.maximum(w - min_weight, 0.0)
+
+
+def sign_error(m1, m2, g1, g2) -> np.ndarray:
+    """``(1 − sign(m1 − m2)·sign(g1 − g2)) / 2`` elementwise."""
+    return (1.0 - np.sign(np.subtract(m1, m2)) * np.sign(np.subtract(g1, g2))) / 2.0
+
+
+def within_group_pairs(group: np.ndarray, code: np.ndarray):
+    """All pairs (i, j) of rows in the same group whose ``code`` differs, with code_i < code_j."""
+    order = np.lexsort((code, group))
+    g, c = group[order], code[order]
+    n = len(order)
+    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]]) if n else np.zeros(0, int)
+    ends = np.r_[starts[1:], n]
+    end_of_row = np.repeat(ends, ends - starts)
+    count = end_of_row - np.arange(n) - 1  # later rows of the same group
+    i = np.repeat(np.arange(n), count)
+    seg = np.repeat(np.cumsum(count) - count, count)
+    j = i + 1 + (np.arange(len(i)) - seg)
+    keep = c[i] != c[j]
+    return order[i[keep]], order[j[keep]]
+
+
+@dataclass(frozen=True)
+class SignErrorResult:
+    """Summaries of the environment losses, overall and per axis (``hp.`` names)."""
+
+    mean: float
+    p90: float
+    max: float
+    n_envs: int
+    per_axis: dict[str, dict[str, float]] = field(default_factory=dict)
+    losses: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def _summary(losses: np.ndarray) -> dict[str, float]:
+    if losses.size == 0:
+        return {"mean": np.nan, "p90": np.nan, "max": np.nan, "n_envs": 0}
+    return {"mean": float(losses.mean()), "p90": float(np.percentile(losses, 90)),
+            "max": float(losses.max()), "n_envs": int(losses.size)}
+
+
+class SignErrorScorer:
+    """Coupled environments of one design and gap, scored for many measures.
+
+    ``n_test``: per-row test-set sizes (array) or one size for all, used by the Hoeffding
+    weights; required when ``hoeffding`` is True.
+    """
+
+    def __init__(self, design: Design, gap, n_test=None, hoeffding: bool = True,
+                 min_weight: float = 0.5, min_ess: float = 1.0):
+        g = np.asarray(gap, float)
+        n = len(g)
+        if hoeffding:
+            nt = np.broadcast_to(np.asarray(n_test if n_test is not None else np.nan, float), (n,))
+            if np.isnan(nt[~np.isnan(g)]).any():
+                raise AnalysisError("Hoeffding weights need the test-set size (gen.n_test) of every run")
+        self.min_ess = float(min_ess)
+        self.axes = design.axes
+        self.gap = g
+        self.envs = []  # per axis: (i, j, env index, n_envs, weight, sign of gap difference)
+        for a in range(len(design.axes)):
+            group, _ = design.other_groups[a]
+            i, j = within_group_pairs(group, design.codes[:, a])
+            ok = ~(np.isnan(g[i]) | np.isnan(g[j]))
+            i, j = i[ok], j[ok]
+            key = (group[i] * design.sizes[a] + design.codes[i, a]) * design.sizes[a] + design.codes[j, a]
+            _, env = np.unique(key, return_inverse=True)
+            dg = g[i] - g[j]
+            w = (hoeffding_weight(dg, np.minimum(nt[i], nt[j]), min_weight) if hoeffding
+                 else np.ones(len(i)))
+            n_env = int(env.max()) + 1 if env.size else 0
+            self.envs.append((i, j, env.reshape(-1), n_env, w, np.sign(dg)))
+
+    def _axis_losses(self, x: np.ndarray, a: int) -> np.ndarray:
+        i, j, env, n_env, w, sg = self.envs[a]
+        w = np.where(np.isnan(x[i]) | np.isnan(x[j]), 0.0, w)
+        err = (1.0 - np.sign(np.nan_to_num(x[i] - x[j])) * sg) / 2.0
+        sw = np.bincount(env, weights=w, minlength=n_env)
+        sw2 = np.bincount(env, weights=w * w, minlength=n_env)
+        swe = np.bincount(env, weights=w * err, minlength=n_env)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ess = np.where(sw2 > 0, sw * sw / sw2, 0.0)
+            keep = (sw > 0) & ((ess >= self.min_ess) | np.isclose(ess, self.min_ess))
+            return swe[keep] / sw[keep]
+
+    def score(self, measure) -> SignErrorResult:
+        """Environment losses of one measure (aligned with the design rows) and summaries."""
+        x = np.asarray(measure, float)
+        losses = {name: self._axis_losses(x, a) for a, name in enumerate(self.axes)}
+        per_axis = {name: _summary(v) for name, v in losses.items()}
+        allv = np.concatenate(list(losses.values())) if losses else np.zeros(0)
+        s = _summary(allv)
+        return SignErrorResult(s["mean"], s["p90"], s["max"], s["n_envs"], per_axis, losses)
+
+
+def robust_sign_error(measure, gap, design: Design, n_test=None, hoeffding: bool = True,
+                      min_weight: float = 0.5, min_ess: float = 1.0) -> SignErrorResult:
+    """Sign-error summaries of one measure; see the module docstring for the conventions."""
+    return SignErrorScorer(design, gap, n_test, hoeffding, min_weight, min_ess).score(measure)

@@ -1,0 +1,80 @@
+"""Tables, figures and report.md (analysis.tables, analysis.plots, analysis.report)."""
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import plots
+from analysis.correlate import correlate
+from analysis.report import report
+from analysis.synthetic import synthetic_table
+from analysis.tables import fmt, to_csv_table, to_latex, to_markdown
+
+try:  # tests/ is a package
+    from tests.conftest_analysis import make_sweep
+except ImportError:  # tests/ on sys.path (no __init__.py)
+    from conftest_analysis import make_sweep
+
+
+@pytest.fixture(scope="module")
+def corr():
+    df = synthetic_table({"lr": 3, "dropout": 2}, n_seeds=2, n_measures=5, seed=0)
+    return df, correlate(df, n_boot=30)
+
+
+def test_markdown_layout(corr):
+    _, c = corr
+    md = to_markdown(c)
+    lines = md.splitlines()
+    assert lines[0] == "| measure | ψ lr | ψ dropout | τ | Ψ | K | SE mean | SE p90 | SE max |"
+    body = [ln for ln in lines[2:] if ln.startswith("|")]
+    assert len(body) == len(c)
+    psi = [float(ln.split("|")[5].split()[0]) for ln in body]
+    assert psi == sorted(psi, reverse=True)  # best Ψ first
+    assert re.search(r"\| -?\d\.\d{3} \[-?\d\.\d{3}, -?\d\.\d{3}\] \|", md)  # τ with its CI, 3 decimals
+    assert "groups per axis: lr 2, dropout 3" in md
+
+
+def test_latex_and_csv(corr):
+    _, c = corr
+    tex = to_latex(c)
+    assert r"\begin{tabular}" in tex and r"$\psi_{\mathrm{lr}}$" in tex and r"signal\_00" in tex
+    t = to_csv_table(c)
+    assert list(t.columns[:3]) == ["measure", "psi.lr", "psi.dropout"]
+    assert (t["tau"].dropna() == t["tau"].dropna().round(3)).all()
+    assert fmt(-0.0001) == "0.000" and fmt(np.nan) == "–"
+
+
+def test_plots_write_pngs(corr, tmp_path):
+    df, c = corr
+    for fn, args in [(plots.plot_bars, (c,)), (plots.plot_heatmap, (c,)),
+                     (plots.plot_scatter, (df, c, "gen.gap_acc"))]:
+        p = fn(*args, tmp_path / f"{fn.__name__}.png")
+        assert p.is_file() and p.read_bytes()[:4] == b"\x89PNG"
+    assert plots.plot_layer_profile(df, tmp_path / "none.png") is None  # no per-layer columns
+    assert plots.plot_layer_history({}, df, tmp_path / "none.png") is None
+
+
+def test_report_from_sweep(tmp_path):
+    make_sweep(tmp_path / "sweep")
+    path = report(tmp_path / "sweep", tmp_path / "out", n_boot=20, drop_diverged=True,
+                  drop_nonconverged=True, min_train_acc=0.9, log=lambda m: None)
+    out = tmp_path / "out"
+    for name in ["report.md", "results.csv", "correlations.csv", "correlations.md", "correlations.tex",
+                 "correlations_table.csv", "figures/tau_psi_bars.png", "figures/psi_heatmap.png",
+                 "figures/scatter_1.png", "figures/srr_layers.png", "figures/layer_history.png"]:
+        assert (out / name).is_file(), name
+    md = path.read_text()
+    figs = re.findall(r"!\[[^]]*\]\(([^)]+)\)", md)
+    assert figs and all((out / f).is_file() and not f.startswith("/") for f in figs)
+    assert "filter drop-diverged: removed 1 of 19 rows" in md
+    assert len(pd.read_csv(out / "results.csv")) == 16
+
+
+def test_report_from_csv(corr, tmp_path):
+    df, _ = corr
+    df.to_csv(tmp_path / "t.csv", index=False)
+    path = report(tmp_path / "t.csv", tmp_path / "o", n_boot=0, log=lambda m: None)
+    assert "![" in path.read_text() and not (tmp_path / "o" / "results.csv").exists()
