@@ -22,13 +22,15 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/srr-demo
 
 test: $(VENV)/.installed
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -p no:cacheprovider
 
 test-fast: $(VENV)/.installed
 	$(PY) -m pytest -q -m "not slow"
 
+# Benchmarks print ratios against a baseline measured in the same run.
 bench: $(VENV)/.installed
 	$(PY) -m benchmarks.train_speed
+	$(PY) -m benchmarks.analysis_speed
 
 clean:
 	rm -rf $(VENV) *.egg-info
