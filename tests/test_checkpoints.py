@@ -1,0 +1,55 @@
+"""Model files: self-describing, rebuildable, and never a door for pickled code."""
+import pytest
+import torch
+
+from srr_bench.checkpoints import CheckpointError, load_model, save_model
+from srr_bench.models import MODELS, build_model
+
+SMALL = dict(image_size=16, patch_size=4, channels=3, num_classes=5, dim=32, depth=2, heads=4)
+
+
+class Payload:  # stands for arbitrary code inside a pickle
+    pass
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_round_trip_rebuilds_every_model(tmp_path, name):
+    m = build_model(dict(SMALL, name=name)).eval()
+    save_model(m, tmp_path / "m.pt", meta=dict(epoch=3))
+    raw = torch.load(tmp_path / "m.pt", weights_only=True)  # plain tensors and containers only
+    assert raw["format"].startswith("srr-bench/model/") and raw["meta"]["epoch"] == 3
+    m2 = load_model(tmp_path / "m.pt").eval()
+    assert type(m2) is type(m) and m2.config == m.config
+    x = torch.randn(2, 3, 16, 16)
+    assert torch.equal(m(x), m2(x))
+
+
+def test_pickled_code_is_refused_with_the_reason(tmp_path):
+    torch.save({"state_dict": {}, "evil": Payload()}, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError) as e:
+        load_model(tmp_path / "evil.pt")
+    assert "pickled Python code" in str(e.value) and "Payload" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_corrupt_truncated_missing_and_foreign_files(tmp_path):
+    m = build_model(dict(SMALL, name="crate"))
+    save_model(m, tmp_path / "m.pt")
+    blob = (tmp_path / "m.pt").read_bytes()
+    (tmp_path / "trunc.pt").write_bytes(blob[: len(blob) // 2])
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint at all")
+    torch.save({"fc.weight": torch.zeros(2, 2)}, tmp_path / "foreign.pt")
+    for name, words in [("trunc.pt", "corrupt"), ("junk.pt", "corrupt"), ("missing.pt", "no such"),
+                        ("foreign.pt", "neither an srr-bench model file")]:
+        with pytest.raises(CheckpointError, match=words) as e:
+            load_model(tmp_path / name)
+        assert "\n" not in str(e.value)
+
+
+def test_state_dict_that_does_not_fit_is_refused(tmp_path):
+    m = build_model(dict(SMALL, name="crate"))
+    save_model(m, tmp_path / "m.pt")
+    raw = torch.load(tmp_path / "m.pt", weights_only=True)
+    raw["model_config"]["dim"] = 64
+    torch.save(raw, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError, match="does not fit"):
+        load_model(tmp_path / "bad.pt")
