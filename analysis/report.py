@@ -14,6 +14,7 @@ a DataFrame. It writes into ``out_dir``::
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Callable
 
@@ -90,7 +91,9 @@ def report(source, out_dir: str | Path, gap: str = DEFAULT_GAP, n_boot: int = 10
            f"{'Hoeffding-weighted' if corr.attrs.get('hoeffding') else 'unweighted'})" + boot + ".",
            "", to_markdown(corr), *_sign_error_note(df, corr),
            "Files: `correlations.csv` (all statistics), `correlations.md`, "
-           "`correlations.tex`, `correlations_table.csv`.", "", "## Figures", ""]
+           "`correlations.tex`, `correlations_table.csv`.", "", "## Figures", "",
+           "The figures show the measures themselves; their per-layer components and diagnostics "
+           "(names like `srr.L2.Rc`, `pacbayes_flatness.sigma`) are in the tables.", ""]
     for title, path in figs:
         md += [f"### {title}", "", f"![{title}]({path.relative_to(out).as_posix()})", ""]
     path = out / "report.md"
@@ -108,8 +111,20 @@ def _sign_error_note(df: pd.DataFrame, corr: pd.DataFrame) -> list[str]:
             "paired runs are closer than the test-set sampling error" + size + ".", ""]
 
 
+# A measure's sub-values are stored as "<name>.<component>" (srr.L2.Rc, pacbayes_flatness.sigma);
+# a dot followed by a digit is part of a name (steps_to_ce_0.1).
+_SUB_VALUE = re.compile(r"\.[A-Za-z]")
+
+
+def headline(corr: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the measures themselves, without their per-layer and diagnostic sub-values
+    (those stay in the tables; figures with a hundred bars are unreadable)."""
+    return corr[~corr["measure"].str.contains(_SUB_VALUE)]
+
+
 def _figures(df: pd.DataFrame, corr: pd.DataFrame, gap: str, fig_dir: Path) -> list[tuple[str, Path]]:
     figs = []
+    corr = headline(corr)
     p = plots.plot_bars(corr, fig_dir / "tau_psi_bars.png")
     if p:
         figs.append(("τ and Ψ per measure", p))

@@ -78,3 +78,13 @@ def test_report_from_csv(corr, tmp_path):
     df.to_csv(tmp_path / "t.csv", index=False)
     path = report(tmp_path / "t.csv", tmp_path / "o", n_boot=0, log=lambda m: None)
     assert "![" in path.read_text() and not (tmp_path / "o" / "results.csv").exists()
+
+
+def test_figures_show_measures_not_their_sub_values():
+    import pandas as pd
+
+    from analysis.report import headline
+
+    corr = pd.DataFrame({"measure": ["srr", "srr.L2.Rc", "srr.l0.last", "pacbayes_flatness", "pacbayes_flatness.sigma",
+                                     "steps_to_ce_0.1", "steps_ce_0.1_to_0.01"]})
+    assert list(headline(corr)["measure"]) == ["srr", "pacbayes_flatness", "steps_to_ce_0.1", "steps_ce_0.1_to_0.01"]
