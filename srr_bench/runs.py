@@ -117,10 +117,11 @@ class Run:
 
         return load_model(self.path / f"{which}.pt")
 
-    def data(self):
+    def data(self, root: Optional[str] = None):
+        """The run's data set (same subsets); ``root`` overrides the recorded data root."""
         from .data import load_data
 
-        return load_data(self.config["data"])
+        return load_data({**self.config["data"], **({"root": root} if root else {})})
 
 
 def load_run(path: PathLike) -> Run:

@@ -82,6 +82,8 @@ def train(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
     if (run_dir / "metrics.json").exists():
         return read_json(run_dir / "metrics.json")  # finished: never retrain
+    cfg = {**cfg, "data": {**cfg["data"], "root": str(Path(cfg["data"].get("root", "data")).resolve())}}
+    # ^ an absolute data root in config.yaml lets measures reload the data from anywhere
     t_cfg, o_cfg = cfg["train"], cfg["optim"]
     rule = t_cfg.get("stop", "epochs")
     _stop_reached(rule, t_cfg.get("target"), math.inf, 0.0)  # validates the rule before any work
