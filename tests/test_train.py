@@ -129,7 +129,7 @@ def test_srr_train_cli_trains_into_the_given_directory(tmp_path):
     out = tmp_path / "run"
     r = subprocess.run(
         [sys.executable, "-c", "from srr_bench.cli import train_main; train_main()", "model=crate_t", "data=digits",
-         "optim.lr=1e-3", "train.epochs=2", "seed=1", "train.device=cpu", f"hydra.run.dir={out}"],
+         "optim.lr=1e-3", "train.epochs=2", "seed=1", "train.device=cpu", "measure=none", f"hydra.run.dir={out}"],
         capture_output=True, text=True, cwd=tmp_path, timeout=300,
     )
     assert r.returncode == 0, r.stderr
@@ -139,7 +139,7 @@ def test_srr_train_cli_trains_into_the_given_directory(tmp_path):
 
 @pytest.mark.slow
 def test_srr_train_cli_default_directory_is_named_by_config_hash(tmp_path):
-    cmd = [sys.executable, "-c", "from srr_bench.cli import train_main; train_main()", "train.epochs=1", "train.device=cpu"]
+    cmd = [sys.executable, "-c", "from srr_bench.cli import train_main; train_main()", "train.epochs=1", "train.device=cpu", "measure=none"]
     r1 = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
     r2 = subprocess.run(cmd + ["train.progress=false"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
     runs = list((tmp_path / "runs").iterdir())
