@@ -56,8 +56,24 @@ def main(argv: list[str] | None = None) -> int:
         rc = mod.main(argv_[1:])
         if rc:
             return rc
+    table = _correlation_table(out / "report" / "correlations.csv")
+    if table:
+        print("\nCorrelation of each measure with the generalization gap (gen.gap_acc):\n" + table)
+        print(f"report: {out / 'report' / 'report.md'}")
     print(f"done in {time.time() - t0:.0f}s; runs are in {out}")
     return 0
+
+
+def _correlation_table(path: Path) -> str:
+    """The report's table, measures only (their per-layer components are in the report)."""
+    try:
+        import pandas as pd
+
+        from analysis.report import headline
+        from analysis.tables import to_markdown
+    except ImportError:
+        return ""
+    return to_markdown(headline(pd.read_csv(path))) if path.exists() else ""
 
 
 if __name__ == "__main__":
