@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from srr_bench.io import read_json, write_json
+from srr_bench.io import jsonable, read_json, write_json
 
 from .registry import Result
 
@@ -34,21 +34,9 @@ def _float(v: Any) -> float:
     return float(v)
 
 
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, float) and not math.isfinite(x):
-        return None if math.isnan(x) else ("inf" if x > 0 else "-inf")
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    if hasattr(x, "item") and callable(x.item):  # numpy / torch scalars
-        return _jsonable(x.item())
-    return x
-
-
 def _plain(obj: Any) -> Any:
     """What ``obj`` reads back as after ``write_json`` and ``read_json`` (to compare settings)."""
-    return json.loads(json.dumps(_jsonable(obj)))
+    return json.loads(json.dumps(jsonable(obj)))
 
 
 class Store:

@@ -35,21 +35,22 @@ def _umask() -> int:
     return mask
 
 
-def _jsonable(x: Any) -> Any:
+def jsonable(x: Any) -> Any:
+    """``x`` with NaN as None, ±inf as "inf"/"-inf" and numpy/torch scalars as Python numbers."""
     if isinstance(x, float) and not math.isfinite(x):
         return None if math.isnan(x) else ("inf" if x > 0 else "-inf")
     if isinstance(x, Mapping):
-        return {str(k): _jsonable(v) for k, v in x.items()}
+        return {str(k): jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
+        return [jsonable(v) for v in x]
     if hasattr(x, "item") and callable(x.item):  # numpy / torch scalars
-        return _jsonable(x.item())
+        return jsonable(x.item())
     return x
 
 
 def write_json(path: PathLike, obj: Any) -> None:
     """Atomic JSON; NaN becomes null and ±inf the strings "inf"/"-inf" (valid JSON)."""
-    text = json.dumps(_jsonable(obj), indent=2, sort_keys=True, allow_nan=False) + "\n"
+    text = json.dumps(jsonable(obj), indent=2, sort_keys=True, allow_nan=False) + "\n"
     atomic_write(path, lambda f: f.write(text.encode()))
 
 
