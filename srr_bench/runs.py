@@ -29,7 +29,7 @@ PathLike = Union[str, os.PathLike]
 # Dotted keys that do not change a run's results.
 NON_RESULT_KEYS = (
     "data.root", "data.download", "data.options.cache_dir", "train.device", "train.progress",
-    "train.checkpoint_every", "train.log_every", "out_dir", "measure", "hydra",
+    "train.checkpoint_every", "train.log_every", "train.threads", "out_dir", "measure", "hydra",
 )
 
 # Short names for the hyperparameters people sweep; other keys keep their dotted name.

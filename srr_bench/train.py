@@ -92,6 +92,8 @@ def train(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
     atomic_write(run_dir / "config.yaml", lambda f: f.write(OmegaConf.to_yaml(OmegaConf.create(cfg)).encode()))
     write_json(run_dir / "hparams.json", hparams(cfg))
 
+    if t_cfg.get("threads"):  # several small runs at once: one thread each beats oversubscription
+        torch.set_num_threads(int(t_cfg["threads"]))
     device = resolve_device(t_cfg.get("device", "auto"))
     bf16 = bool(t_cfg.get("bf16", True))
     seed = int(cfg["seed"])

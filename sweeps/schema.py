@@ -76,6 +76,7 @@ class TrainSchema:
     device: str = "auto"
     checkpoint_every: int = 1
     progress: Optional[bool] = None
+    threads: Optional[int] = None
 
 
 @dataclass

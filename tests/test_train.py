@@ -152,3 +152,15 @@ def test_unknown_model_fails_before_any_work(small_cfg, tmp_path):
     cfg["model"]["name"] = "crate_x"
     with pytest.raises(KeyError, match="unknown model"):
         train(cfg, tmp_path)
+
+
+def test_thread_count_is_a_setting_not_an_identity(small_cfg, tmp_path):
+    from srr_bench.runs import run_id
+
+    before = torch.get_num_threads()
+    try:
+        m = train(small_cfg("train.threads=1", "train.epochs=1"), tmp_path)
+        assert m["status"] == "done" and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert run_id(small_cfg("train.threads=1")) == run_id(small_cfg())
