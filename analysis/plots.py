@@ -60,6 +60,16 @@ def _log_x(x: np.ndarray) -> bool:
     return x.size > 1 and x.min() > 0 and x.max() / x.min() > 100
 
 
+def _finish_grid(fig: Figure, axs: np.ndarray, n_used: int, n_groups: int, **legend_kw) -> None:
+    """Hide the unused panels of a grid of axes; one legend of the variants below it."""
+    for ax in list(axs.flat)[n_used:]:
+        ax.set_visible(False)
+    if n_groups > 1:
+        handles, labels = axs.flat[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside lower center", ncols=min(n_groups, 6),
+                   title="variant (hp.variant)", fontsize=9, **legend_kw)
+
+
 def plot_scatter(df: pd.DataFrame, corr: pd.DataFrame, gap: str, out: str | Path,
                  measures: list[str] | None = None, ncols: int = 4) -> Path | None:
     """Measure (x) vs gap (y), one panel per measure in ``corr`` order (best Ψ first)."""
@@ -84,17 +94,13 @@ def plot_scatter(df: pd.DataFrame, corr: pd.DataFrame, gap: str, out: str | Path
             ax.xaxis.set_major_locator(MaxNLocator(5))
         r = stats.loc[m]
         ax.set_title(m, fontsize=9, fontweight="bold", loc="left")
-        ax.set_title(f"τ {r['tau']:.2f}  Ψ {r['Psi']:.2f}", fontsize=8, loc="right", color="0.25")
+        ax.text(0.98, 0.97, f"τ {r['tau']:.2f}  Ψ {r['Psi']:.2f}", transform=ax.transAxes, ha="right", va="top",
+                fontsize=8, color="0.25", bbox=dict(facecolor="white", edgecolor="none", alpha=0.8, pad=1))
         ax.set_xlabel(m, fontsize=8)
         ax.set_ylabel(gap, fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
-    for ax in list(axs.flat)[len(names):]:
-        ax.set_visible(False)
-    if len(groups) > 1:
-        handles, labels = axs.flat[0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="outside lower center", ncols=min(len(groups), 6),
-                   title="variant (hp.variant)", fontsize=9, markerscale=1.8)
+    _finish_grid(fig, axs, len(names), len(groups), markerscale=1.8)
     fig.suptitle(f"Measures vs generalization gap ({gap}), {len(df)} models", fontsize=11)
     return _save(fig, Path(out))
 
@@ -195,12 +201,7 @@ def plot_layer_profile(df: pd.DataFrame, out: str | Path) -> Path | None:
         ax.set_xticks(layers)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
-    for ax in list(axs.flat)[len(comps):]:
-        ax.set_visible(False)
-    if len(groups) > 1:
-        h, lab = axs.flat[0].get_legend_handles_labels()
-        fig.legend(h, lab, loc="outside lower center", ncols=min(len(groups), 6),
-                   title="variant (hp.variant)", fontsize=9)
+    _finish_grid(fig, axs, len(comps), len(groups))
     fig.suptitle(f"SRR components across layers (mean ± sd over {len(df)} runs)", fontsize=11)
     return _save(fig, Path(out))
 

@@ -210,12 +210,17 @@ def _mag_bound(ctx: MeasureContext, s: dict, init: bool) -> Result:
     return Result(value, _adjusted(ctx, s, value), {**_diag(r), "rgm_form": rgm})
 
 
+def _flatness(ctx: MeasureContext, s: dict, magnitude: bool) -> Result:
+    """1/σ² of the found noise level, with σ as an extra value."""
+    r = search(ctx, s, magnitude=magnitude)
+    v = 1 / r["sigma"] ** 2
+    return Result(v, {"sigma": r["sigma"], **_adjusted(ctx, s, v)}, _diag(r))
+
+
 @measure("pacbayes_flatness", group="pacbayes", needs=("train",), eq="Jiang et al. 2020 eq. (53)", size_adjust="sqrt")
 def pacbayes_flatness(ctx: MeasureContext, s: dict) -> Result:
     """1/σ², σ the std of isotropic weight noise that drops training accuracy by 0.1; extra value: sigma."""
-    r = search(ctx, s, magnitude=False)
-    v = 1 / r["sigma"] ** 2
-    return Result(v, {"sigma": r["sigma"], **_adjusted(ctx, s, v)}, _diag(r))
+    return _flatness(ctx, s, magnitude=False)
 
 
 @measure("pacbayes_init", group="pacbayes", needs=("train", "init"), eq="Jiang et al. 2020 eq. (48)",
@@ -235,9 +240,7 @@ def pacbayes_orig(ctx: MeasureContext, s: dict) -> Result:
          size_adjust="sqrt")
 def pacbayes_mag_flatness(ctx: MeasureContext, s: dict) -> Result:
     """1/σ'², σ' the magnitude-aware noise level (variance σ'²w² + ε²) that drops accuracy by 0.1."""
-    r = search(ctx, s, magnitude=True)
-    v = 1 / r["sigma"] ** 2
-    return Result(v, {"sigma": r["sigma"], **_adjusted(ctx, s, v)}, _diag(r))
+    return _flatness(ctx, s, magnitude=True)
 
 
 @measure("pacbayes_mag_init", group="pacbayes_mag", needs=("train", "init"), eq="Jiang et al. 2020 eq. (56)",
