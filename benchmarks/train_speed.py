@@ -45,16 +45,17 @@ def synthetic_data(n: int, device: torch.device) -> Dataset:
     return Dataset("synthetic", split, split, 10, torch.zeros(3), torch.ones(3), True, 4, True)
 
 
-def time_steps(forward, model, opt, data: Dataset, batch: int, steps: int, bf16: bool, device: torch.device) -> float:
-    """Seconds per step over ``steps`` steps (after the caller's warm-up)."""
+def time_steps(forward, model, opt, data: Dataset, batch: int, steps: int, bf16: bool, device: torch.device,
+               reg=None) -> float:
+    """Seconds per step over ``steps`` steps (after the caller's warm-up); ``reg``: an SRRRegularizer."""
     gen = torch.Generator(device).manual_seed(1)
     it = data.batches("train", batch, generator=gen, shuffle=True, augment=True, drop_last=True)
     batches = [next(it) for _ in range(steps)]
     if device.type == "cuda":
         torch.cuda.synchronize()
     t = time.perf_counter()
-    for x, y in batches:
-        train_step(forward, model, opt, x, y, 1e-4, bf16=bf16)
+    for step, (x, y) in enumerate(batches):
+        train_step(forward, model, opt, x, y, 1e-4, bf16=bf16, reg=reg, step=step)
     if device.type == "cuda":
         torch.cuda.synchronize()
     return (time.perf_counter() - t) / steps

@@ -28,11 +28,36 @@ from torch import Tensor
 NORMALIZATIONS = ("none", "token", "head")
 
 
+class _LogdetSPD(torch.autograd.Function):
+    """logdet(A) of SPD matrices by Cholesky, with the closed-form gradient A⁻¹.
+
+    Autograd's generic Cholesky backward costs ~2.5x this on small batched matrices
+    (triangular solves dominate); d logdet(A) = tr(A⁻¹ dA) needs one inverse from the factor.
+    NaN where the factorisation fails (A not finite or not SPD).
+    """
+
+    @staticmethod
+    def forward(ctx, A: Tensor) -> Tensor:
+        L, info = torch.linalg.cholesky_ex(A)
+        ctx.save_for_backward(L)
+        out = 2.0 * L.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+        return torch.where(info == 0, out, torch.full_like(out, float("nan")))
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor) -> Tensor:
+        (L,) = ctx.saved_tensors
+        return grad[..., None, None] * torch.cholesky_inverse(L)
+
+
 def logdet_eye_plus(G: Tensor, c: float) -> Tensor:
-    """logdet(I + c G) for a batch of PSD matrices G (..., n, n), c ≥ 0."""
+    """logdet(I + c G) for a batch of PSD matrices G (..., n, n), c ≥ 0.
+
+    NaN (not an exception) where the factorisation fails, i.e. where G is not finite: a
+    diverged representation then gives a NaN measure or a NaN loss, as any other term.
+    """
     eye = torch.eye(G.shape[-1], dtype=G.dtype, device=G.device)
-    L = torch.linalg.cholesky(eye + c * G)
-    return 2.0 * L.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+    return _LogdetSPD.apply(eye + c * G)
 
 
 def small_gram(X: Tensor) -> Tensor:

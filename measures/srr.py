@@ -50,7 +50,7 @@ settings_group(
 )
 
 
-def _orthonormal(U: Tensor) -> Tensor:
+def orthonormal(U: Tensor) -> Tensor:
     """The nearest matrix with orthonormal columns (polar factor), per head: (..., d, p)."""
     A, _, Bh = torch.linalg.svd(U, full_matrices=False)
     return A @ Bh
@@ -65,7 +65,7 @@ def srr_per_image(ctx: MeasureContext, s: dict[str, Any]) -> tuple[dict[str, Ten
     x, _ = ctx.subset(s["split"], s["n_images"])
     U = model.subspace_bases(s["source"]).detach().double()  # (L, K, d, p)
     if s["u_norm"] == "orthonormal":
-        U = _orthonormal(U)
+        U = orthonormal(U)
     elif s["u_norm"] != "none":
         raise MeasureError(f"srr: u_norm must be 'none' or 'orthonormal', not {s['u_norm']!r}")
     U = U.unsqueeze(1)  # (L, 1, K, d, p): broadcast over images

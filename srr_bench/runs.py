@@ -29,7 +29,7 @@ PathLike = Union[str, os.PathLike]
 # Dotted keys that do not change a run's results.
 NON_RESULT_KEYS = (
     "data.root", "data.download", "data.options.cache_dir", "train.device", "train.progress",
-    "train.checkpoint_every", "train.log_every", "train.threads", "out_dir", "measure", "hydra",
+    "train.checkpoint_every", "train.log_every", "train.threads", "train.record_layers", "out_dir", "measure", "hydra",
 )
 
 # Short names for the hyperparameters people sweep; other keys keep their dotted name.
@@ -37,7 +37,7 @@ HP_ALIASES = {
     "model.name": "variant", "model.dim": "width", "model.depth": "depth", "model.heads": "heads",
     "model.dropout": "dropout", "optim.name": "optimizer", "optim.lr": "lr", "optim.weight_decay": "weight_decay",
     "train.batch_size": "batch_size", "train.epochs": "epochs", "data.name": "dataset", "data.n_train": "n_train",
-    "seed": "seed",
+    "seed": "seed", "reg.alpha": "srr_alpha", "reg.layers": "srr_layers",
 }
 
 
@@ -53,9 +53,14 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def result_config(cfg: dict[str, Any]) -> dict[str, Any]:
-    """The flat result-affecting part of a config."""
+    """The flat result-affecting part of a config.
+
+    The SRR regulariser's keys (``reg.*``) count only when it is on (``reg.alpha`` ≠ 0), so
+    a cross-entropy run keeps the identity it had before the regulariser existed.
+    """
     flat = flatten(cfg)
-    return {k: v for k, v in flat.items() if not any(k == n or k.startswith(n + ".") for n in NON_RESULT_KEYS)}
+    skip = NON_RESULT_KEYS if flat.get("reg.alpha") else NON_RESULT_KEYS + ("reg",)
+    return {k: v for k, v in flat.items() if not any(k == n or k.startswith(n + ".") for n in skip)}
 
 
 def run_id(cfg: dict[str, Any], length: int = 12) -> str:

@@ -13,7 +13,7 @@ import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +24,7 @@ from .data import Dataset, load_data
 from .io import atomic_write, read_json, write_csv, write_json
 from .models import build_model, count_parameters
 from .optim import build_optimizer, learning_rate
+from .regularizer import SRRRegularizer, layer_record
 from .runs import hparams, run_id
 
 CE_MILESTONES = (0.1, 0.01)  # steps to reach these train cross-entropies are recorded
@@ -102,7 +103,12 @@ def train(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
     model = build_model(cfg["model"], image_size=data.image_size, channels=data.channels, num_classes=data.num_classes)
     model.to(device)
     opt = build_optimizer(model, o_cfg)
-    forward = torch.compile(model) if t_cfg.get("compile", False) else model
+    measure_settings = (cfg.get("measure") or {}).get("settings")
+    reg = SRRRegularizer.from_config(cfg.get("reg"), measure_settings, model.depth, seed)
+    forward = model.forward_intermediates if reg else model  # the regulariser reads every layer's Z
+    if t_cfg.get("compile", False):
+        forward = torch.compile(forward)
+    record = _LayerRecording(t_cfg.get("record_layers"), model, data, measure_settings)
 
     bs = int(t_cfg["batch_size"])
     steps_per_epoch = math.ceil(len(data.train) / bs)
@@ -126,6 +132,8 @@ def train(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
             torch.cuda.set_rng_state(ckpt["cuda_rng"], device)
     else:
         save_model(model, run_dir / "init.pt", meta=dict(run_id=run_id(cfg), epoch=0))
+        if record.due(0, max_epochs):
+            state["history"].append(dict(epoch=0, step=0, **record()))
 
     status, t0 = "done", time.perf_counter() - state["wall_s"]
     bar = _progress(max_epochs, state["epoch"], t_cfg.get("progress"), run_dir.name)
@@ -136,18 +144,23 @@ def train(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
         epoch_loss = torch.zeros((), device=device, dtype=torch.float64)
         epoch_correct = torch.zeros((), device=device, dtype=torch.int64)
         step_losses = torch.zeros((), device=device, dtype=torch.float64)
+        epoch_reg = torch.zeros((), device=device, dtype=torch.float64)
         for x, y in data.batches("train", bs, generator=gen, shuffle=True, augment=True):
             lr = learning_rate(state["step"], total_steps, warmup, float(o_cfg["lr"]), min_lr)
-            loss, logits = train_step(forward, model, opt, x, y, lr, smoothing, clip, bf16)
+            loss, logits, srr = train_step(forward, model, opt, x, y, lr, smoothing, clip, bf16, reg, state["step"])
             state["step"] += 1
             epoch_loss += loss.detach().double() * len(y)
             step_losses += loss.detach().double()
             epoch_correct += (logits.detach().argmax(-1) == y).sum()
-        batch_loss = epoch_loss.item() / len(data.train)
+            if srr is not None:
+                epoch_reg += srr.detach().double() * len(y)
+        batch_loss = epoch_loss.item() / len(data.train)  # cross-entropy only, regulariser or not
         state["sum_train_loss"] += step_losses.item()  # Σ over optimisation steps of the batch loss
         row = dict(epoch=epoch + 1, step=state["step"], lr=lr, batch_loss=batch_loss,
                    batch_acc=epoch_correct.item() / len(data.train))
-        if not math.isfinite(batch_loss):
+        if reg is not None:  # Σ_{ℓ∈S} SRR_ℓ (without α), mean over the epoch's images
+            row["batch_srr"] = epoch_reg.item() / len(data.train)
+        if not (math.isfinite(batch_loss) and math.isfinite(row.get("batch_srr", 0.0))):
             status = "diverged"
             state["history"].append(row)
             break
@@ -161,7 +174,9 @@ def train(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
             row["test_loss"], row["test_acc"] = evaluate(model, data, "test", bf16=bf16)
         state["epoch"] += 1
         state["wall_s"] = time.perf_counter() - t0
-        row["wall_s"] = state["wall_s"]
+        row["wall_s"] = state["wall_s"]  # training time: the recording below is not counted
+        if record.due(state["epoch"], max_epochs, state["stopped"]):
+            row.update(record())
         state["history"].append(row)
         bar.set_postfix(loss=f"{batch_loss:.3f}", acc=f"{row['batch_acc']:.3f}")
         bar.update(1)
@@ -171,20 +186,57 @@ def train(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
     return _finish(cfg, run_dir, model, data, state, status, rule, bf16, t0)
 
 
-def train_step(forward: nn.Module, model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-               lr: float, smoothing: float = 0.0, clip: Optional[float] = None, bf16: bool = True):
-    """One optimisation step; ``forward`` is the model or its compiled form. Returns (loss, logits)."""
+def train_step(forward: Callable, model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+               lr: float, smoothing: float = 0.0, clip: Optional[float] = None, bf16: bool = True,
+               reg: Optional[SRRRegularizer] = None, step: int = 0):
+    """One optimisation step on CE (+ α·Σ SRR_ℓ with ``reg``); returns (CE, logits, Σ SRR_ℓ or None).
+
+    ``forward`` is the model (or its compiled form); with ``reg`` it is
+    ``model.forward_intermediates`` (or its compiled form). The regulariser's rates are
+    computed outside autocast, in its own dtype.
+    """
     for g in opt.param_groups:
         g["lr"] = lr
     with autocast(x.device, bf16):
-        logits = forward(x)
+        out = forward(x)
+    logits = out.logits if reg is not None else out
     loss = F.cross_entropy(logits.float(), y, label_smoothing=smoothing)
+    srr = reg.terms(model, out, step) if reg is not None else None
+    total = loss if srr is None else loss + reg.alpha * srr
     opt.zero_grad(set_to_none=True)
-    loss.backward()
+    total.backward()
     if clip:
         nn.utils.clip_grad_norm_(model.parameters(), float(clip))
     opt.step()
-    return loss, logits
+    return loss, logits, srr
+
+
+class _LayerRecording:
+    """``train.record_layers``: the srr measure's per-layer values into history.csv (``layer.<ℓ>.<q>``).
+
+    ``every: N`` records at initialisation (epoch 0) and every N epochs, ``epochs: [..]`` at
+    those epochs; either way also at the last epoch. ``n_images`` (default: the measure's
+    256) is a fixed seeded subset of the training set.
+    """
+
+    def __init__(self, spec: Optional[dict], model: nn.Module, data: Dataset, measure_settings: Optional[dict]):
+        spec = dict(spec or {})
+        self.every = int(spec.get("every") or 0)
+        self.epochs = {int(e) for e in spec.get("epochs") or []}
+        self.n_images = spec.get("n_images", 256)
+        self.model, self.data, self.settings = model, data, measure_settings
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.every or self.epochs)
+
+    def due(self, epoch: int, max_epochs: int, stopped: bool = False) -> bool:
+        if not self.enabled:
+            return False
+        return epoch in self.epochs or (self.every and epoch % self.every == 0) or epoch == max_epochs or stopped
+
+    def __call__(self) -> dict[str, float]:
+        return layer_record(self.model, (self.data.train.x, self.data.train.y), self.settings, self.n_images)
 
 
 def _checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, state: dict, device: torch.device) -> None:

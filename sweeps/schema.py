@@ -77,6 +77,22 @@ class TrainSchema:
     checkpoint_every: int = 1
     progress: Optional[bool] = None
     threads: Optional[int] = None
+    record_layers: dict[str, Any] = field(default_factory=dict)  # RecordLayersSchema's keys
+
+
+@dataclass
+class RecordLayersSchema:
+    every: int = 0
+    epochs: list[int] = field(default_factory=list)
+    n_images: Optional[int] = 256
+
+
+@dataclass
+class RegSchema:
+    alpha: float = 0.0
+    layers: Union[str, int] = "all"
+    dtype: str = "float32"
+    detach_u: bool = False
 
 
 @dataclass
@@ -186,6 +202,19 @@ def _check_values(cfg: dict[str, Any], problems: list[str]) -> None:
         problems.append(f"train.stop: unknown rule {stop!r}; use {', '.join(STOP_RULES)}")
     elif stop != "epochs" and train.get("target") is None:
         problems.append(f"train.target: train.stop={stop} needs a target (e.g. 0.01 for ce, 0.99 for acc)")
+    reg = cfg.get("reg") or {}
+    if reg:
+        from srr_bench.regularizer import DTYPES, RegularizerError, parse_layers
+
+        if isinstance(reg.get("alpha"), (int, float)) and reg["alpha"] < 0:
+            problems.append(f"reg.alpha: must be >= 0, got {reg['alpha']}")
+        if reg.get("dtype", "float32") not in DTYPES:
+            problems.append(f"reg.dtype: must be one of {', '.join(DTYPES)}, got {reg.get('dtype')!r}")
+        if isinstance(model.get("depth"), int):
+            try:
+                parse_layers(reg.get("layers", "all"), model["depth"])
+            except RegularizerError as e:
+                problems.append(str(e))
 
 
 def _check_measures(measure: dict[str, Any], problems: list[str]) -> None:
@@ -213,7 +242,7 @@ def validate(cfg: dict[str, Any], registries: bool = True, where: str = "") -> N
     ``registries=False`` skips the look-ups of model, data set, optimizer and measure names.
     """
     problems: list[str] = []
-    top = {"seed": int, "model": dict, "data": dict, "optim": dict, "train": dict, "measure": dict}
+    top = {"seed": int, "model": dict, "data": dict, "optim": dict, "train": dict, "measure": dict, "reg": dict}
     _check_section("config", cfg, top, problems, owner="the config")
     for key in ("seed", "model", "data", "optim", "train"):
         if key not in cfg:
@@ -226,6 +255,10 @@ def validate(cfg: dict[str, Any], registries: bool = True, where: str = "") -> N
     schema = OPTIM_SCHEMAS.get(optim.get("name"), OptimSchema)
     _check_section("optim", optim, _fields(schema), problems, owner=f"optimizer {optim.get('name')!r}")
     _check_section("train", cfg["train"], _fields(TrainSchema), problems)
+    if isinstance(cfg["train"].get("record_layers"), dict):
+        _check_section("train.record_layers", cfg["train"]["record_layers"], _fields(RecordLayersSchema), problems)
+    if "reg" in cfg:
+        _check_section("reg", cfg["reg"], _fields(RegSchema), problems)
     if "measure" in cfg:
         _check_section("measure", cfg["measure"], _fields(MeasureSchema), problems)
     _check_values(cfg, problems)

@@ -1,0 +1,140 @@
+"""Sparse rate reduction as a training regulariser (Hu et al. 2024 §6; spec §6).
+
+    loss = CE + α · Σ_{ℓ∈S} SRR_ℓ,      SRR_ℓ = λ₀·‖Z^ℓ‖₁ + R^c(Z^ℓ | U^ℓ) − R(Z^ℓ)
+
+averaged over the images of the batch. The SRR conventions (representation, ε, λ₀,
+``l0`` fraction/count, normalisation, cls token, subspace source, U normalisation) are
+the ``srr`` measure's settings, read through the measure itself
+(``measures.MEASURES["srr"].settings``) with the run's ``measure.settings`` overrides, so
+the regularised quantity is the measured one with ‖Z‖₁ in place of ‖Z‖₀ (the only
+non-differentiable term). Config (``reg`` section)::
+
+    alpha: 0.0          the weight α; 0 = plain cross-entropy (the other keys then do not
+                        affect results and are left out of the run's identity)
+    layers: all         S: ``all`` layers, ``random`` (one layer drawn per step, from a
+                        generator seeded by (seed, step), so a resumed run draws the same
+                        layers), or a 1-based layer index (2 = the second layer, as the
+                        paper numbers them)
+    dtype: float32      arithmetic of the rate terms (the measure uses float64; the two
+                        agree to ~1e-5 relative at the suite's sizes, see the tests)
+    detach_u: false     true: no gradient through the subspaces U (the regulariser then
+                        shapes only the representations)
+
+The gradient reaches Z through every layer below ℓ and, unless ``detach_u``, the
+subspaces U^ℓ (the attention's qkv weights): "add the term to the loss".
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional, Union
+
+import numpy as np
+import torch
+from torch import Tensor
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+LAYER_CHOICES = ("all", "random")
+
+
+class RegularizerError(ValueError):
+    """A regulariser setting that cannot apply to this model; one-line message."""
+
+
+def srr_settings(overrides: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
+    """The ``srr`` measure's effective settings with ``group.key`` overrides (e.g. measure.settings)."""
+    from measures import MEASURES
+    from measures.registry import validate_overrides
+
+    return MEASURES.get("srr").settings(validate_overrides(dict(overrides or {})))
+
+
+def parse_layers(layers: Union[str, int], depth: int) -> Union[str, int]:
+    """``all`` | ``random`` | a 1-based layer index in 1..depth (checked)."""
+    if isinstance(layers, str) and layers in LAYER_CHOICES:
+        return layers
+    try:
+        index = int(layers)
+    except (TypeError, ValueError):
+        raise RegularizerError(f"reg.layers must be all, random or a layer number, not {layers!r}") from None
+    if not 1 <= index <= depth:
+        raise RegularizerError(f"reg.layers={index}: the model has layers 1..{depth}")
+    return index
+
+
+@dataclass
+class SRRRegularizer:
+    """The SRR term of the loss; ``alpha * terms(model, intermediates, step)`` is added to CE."""
+
+    alpha: float
+    layers: Union[str, int]
+    settings: dict[str, Any]
+    depth: int
+    seed: int = 0
+    dtype: torch.dtype = torch.float32
+    detach_u: bool = False
+
+    @classmethod
+    def from_config(cls, reg: Optional[Mapping[str, Any]], measure_settings: Optional[Mapping[str, Any]],
+                    depth: int, seed: int) -> Optional["SRRRegularizer"]:
+        """The regulariser a run's config asks for, or None when α = 0 (or no ``reg`` section)."""
+        reg = dict(reg or {})
+        alpha = float(reg.get("alpha", 0.0) or 0.0)
+        if alpha == 0.0:
+            return None
+        dtype = str(reg.get("dtype", "float32"))
+        if dtype not in DTYPES:
+            raise RegularizerError(f"reg.dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
+        s = srr_settings(measure_settings)
+        if s["l0"] not in ("fraction", "count"):
+            raise RegularizerError(f"srr.l0 must be 'fraction' or 'count', not {s['l0']!r}")
+        if s["u_norm"] not in ("none", "orthonormal"):
+            raise RegularizerError(f"srr.u_norm must be 'none' or 'orthonormal', not {s['u_norm']!r}")
+        return cls(alpha, parse_layers(reg.get("layers", "all"), depth), s, depth, int(seed), DTYPES[dtype],
+                   bool(reg.get("detach_u", False)))
+
+    def layer_set(self, step: int) -> list[int]:
+        """0-based indices of S at optimisation step ``step``."""
+        if self.layers == "all":
+            return list(range(self.depth))
+        if self.layers == "random":
+            return [int(np.random.default_rng((self.seed, step, 0x5EED)).integers(self.depth))]
+        return [int(self.layers) - 1]
+
+    def terms(self, model: torch.nn.Module, inter: Any, step: int) -> Tensor:
+        """Σ_{ℓ∈S} SRR_ℓ (mean over the batch's images), differentiable; α not applied."""
+        from measures.rates import srr_terms
+        from measures.srr import orthonormal
+
+        s = self.settings
+        idx = self.layer_set(step)
+        first = 0 if s["cls"] else 1
+        rep, l0_rep = s["representation"], s["l0_representation"] or s["representation"]
+        Z = torch.stack([inter.get(rep)[i] for i in idx])[:, :, first:]  # (|S|, B, N, d)
+        Zs = torch.stack([inter.get(l0_rep)[i] for i in idx])[:, :, first:] if l0_rep != rep else None
+        U = torch.stack([model.layers[i].subspace_bases(s["source"]) for i in idx])  # (|S|, K, d, p)
+        if self.detach_u:
+            U = U.detach()
+        if s["u_norm"] == "orthonormal":
+            U = orthonormal(U.to(self.dtype))
+        t = srr_terms(Z, U.unsqueeze(1), s["eps"], s["lambda0"], normalize=s["normalize"], sparsity_kind="l1",
+                      fraction=s["l0"] == "fraction", Z_sparse=Zs, dtype=self.dtype)
+        return t["srr"].mean(1).sum()
+
+
+def layer_record(model: torch.nn.Module, train_xy: tuple[Tensor, Tensor], measure_settings: Optional[Mapping[str, Any]],
+                 n_images: Optional[int] = 256) -> dict[str, float]:
+    """The ``srr`` measure's per-layer values on a fixed training subset: {"layer.<ℓ>.<q>": v}.
+
+    q ∈ R, Rc, dR, l0, srr and ℓ = 1..L, exactly ``srr.L<ℓ>.<q>`` of the measure (same
+    settings, same seeded subset when ``n_images`` equals the measure's ``srr.n_images``).
+    No gradient, evaluation mode, no draw from the global generator: recording does not
+    change training.
+    """
+    from measures import MEASURES, MeasureContext
+
+    overrides = dict(measure_settings or {})
+    ctx = MeasureContext(model, train=train_xy, seed=int(overrides.pop("seed", 0)),
+                         device=next(model.parameters()).device)
+    overrides.update({"srr.n_images": n_images, "srr.split": "train"})
+    res = MEASURES.get("srr")(ctx, overrides)
+    return {f"layer.{k[1:]}": v for k, v in res.extra.items() if k[0] == "L"}
