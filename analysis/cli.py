@@ -4,9 +4,15 @@
                         [--min-train-acc X]
     srr-analyze correlate results.csv --gap gen.gap_acc --out DIR [--bootstrap N] [--seed S]
     srr-analyze report SWEEP_DIR_or_CSV... --out DIR [--gap ...] [--bootstrap N] [filters]
+    srr-analyze regularization SWEEP_DIR_or_CSV... --out DIR [--drop-diverged]
+
+``regularization`` compares CE+SRR runs with their cross-entropy baselines (test accuracy,
+95% intervals; see analysis.regularization): it writes regularization.csv|.md|.tex and the
+figures into DIR and prints the Markdown table.
 
 Bad input (missing file, a table without ``measure.*`` columns or without the gap column,
-a malformed table) prints one line ``srr-analyze: error: ...`` on stderr and exits 2.
+a malformed table, no regularized run or no CE baseline) prints one line
+``srr-analyze: error: ...`` on stderr and exits 2.
 """
 
 from __future__ import annotations
@@ -53,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seed-bootstrap replicates (default 100; 0 to skip)")
     m.add_argument("--seed", type=int, default=0)
     _filters(m)
+
+    g = sub.add_parser("regularization", help="CE vs CE+SRR test accuracy: tables and figures")
+    g.add_argument("source", nargs="+", metavar="SWEEP_DIR_or_CSV")
+    g.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    g.add_argument("--drop-diverged", action="store_true",
+                   help="drop runs whose status is 'diverged' (default: count them per row)")
     return p
 
 
@@ -79,6 +91,17 @@ def _run(args: argparse.Namespace) -> int:
         paths = write_tables(corr, args.out)
         print(to_markdown(corr))
         _log(f"wrote {paths['csv']}, {paths['md'].name}, {paths['tex'].name}")
+    elif args.command == "regularization":
+        from analysis.regularization import (format_table, plot_layerwise, plot_regularization,
+                                             regularization_table, write_regularization)
+        from analysis.report import load_source
+        src = args.source[0] if len(args.source) == 1 else args.source
+        df, _ = load_source(src, drop_diverged=args.drop_diverged, log=_log)
+        table = regularization_table(df)
+        paths = [*write_regularization(table, args.out).values(), *plot_regularization(table, args.out),
+                 *plot_layerwise(df, args.out)]
+        print(format_table(table, "md"), end="")
+        _log("wrote " + ", ".join(str(p) for p in paths))
     else:
         from analysis.report import report
         src = args.source[0] if len(args.source) == 1 else args.source

@@ -206,41 +206,76 @@ def plot_layer_profile(df: pd.DataFrame, out: str | Path) -> Path | None:
     return _save(fig, Path(out))
 
 
-def plot_layer_history(histories: dict[str, pd.DataFrame], df: pd.DataFrame, out: str | Path) -> Path | None:
-    """Per-layer quantities across epochs: rows = variants, columns = quantities, one line
-    per layer (mean over the runs of the variant)."""
-    hist = {k: h for k, h in histories.items() if _layer_columns(h.columns, LAYER_HISTORY)}
-    if not hist:
-        return None
+def _layer_frames(histories: dict[str, pd.DataFrame], df: pd.DataFrame) -> pd.DataFrame | None:
+    """The recorded rows (those with layer values) of every history, with the run's variant."""
     variant = dict(zip(df["run_id"].astype(str), df[VARIANT].astype(str))) if VARIANT in df.columns else {}
     frames = []
-    for run_id, h in hist.items():
-        h = h.copy()
+    for run_id, h in histories.items():
+        cols = [c for c in h.columns if LAYER_HISTORY.match(str(c))]
+        if not cols:
+            continue
+        h = h[h[cols].notna().any(axis=1)].copy()  # epochs without a record hold no layer values
         if "epoch" not in h.columns:
             h["epoch"] = np.arange(len(h))
-        h["_variant"] = variant.get(run_id, "all runs")
+        h["_variant"] = variant.get(str(run_id), "all runs")
         frames.append(h)
-    allh = pd.concat(frames, ignore_index=True)
+    return pd.concat(frames, ignore_index=True) if frames else None
+
+
+def _layer_grid(histories: dict[str, pd.DataFrame], df: pd.DataFrame, out: str | Path, title: str, xlabel: str,
+                draw) -> Path | None:
+    """Rows = variants, columns = quantities; ``draw(ax, mean, cols)`` draws one panel from
+    the variant's mean over runs per epoch and the quantity's {layer: column}."""
+    allh = _layer_frames(histories, df)
+    if allh is None:
+        return None
     comps = _layer_columns(allh.columns, LAYER_HISTORY)
     variants = sorted(allh["_variant"].unique())
-    nl = max(max(c) for c in comps.values()) + 1
-    cmap = colormaps["viridis"]
     fig = Figure(figsize=(3.4 * len(comps), 2.6 * len(variants) + 0.8), layout="constrained")
     axs = fig.subplots(len(variants), len(comps), squeeze=False)
     for r, v in enumerate(variants):
         mean = allh[allh["_variant"] == v].groupby("epoch").mean(numeric_only=True)
         for c, (comp, cols) in enumerate(comps.items()):
             ax = axs[r, c]
-            for layer in sorted(cols):
-                if cols[layer] in mean.columns:
-                    ax.plot(mean.index, mean[cols[layer]], color=cmap(layer / max(nl - 1, 1)),
-                            lw=1.2, label=f"layer {layer}")
+            draw(ax, mean, cols)
             ax.set_title(f"{v}: {COMPONENT_LABEL.get(comp, comp)}", fontsize=9)
-            ax.set_xlabel("epoch", fontsize=8)
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_xlabel(xlabel, fontsize=8)
             ax.tick_params(labelsize=7)
             ax.grid(alpha=0.3)
     h, lab = axs[0, 0].get_legend_handles_labels()
     fig.legend(h, lab, loc="outside right center", fontsize=8)
-    fig.suptitle(f"Per-layer quantities across epochs (mean over runs; {len(hist)} runs)", fontsize=11)
+    fig.suptitle(f"{title} (mean over the runs of each variant)", fontsize=11)
     return _save(fig, Path(out))
+
+
+def plot_layer_history(histories: dict[str, pd.DataFrame], df: pd.DataFrame, out: str | Path,
+                       title: str = "Per-layer quantities across epochs") -> Path | None:
+    """Per-layer quantities across epochs: rows = variants, columns = quantities, one line
+    per layer (mean over the runs of the variant, at the recorded epochs)."""
+    cmap = colormaps["viridis"]
+
+    def draw(ax, mean, cols):
+        nl = max(cols)
+        for layer in sorted(cols):
+            y = mean[cols[layer]].dropna()
+            ax.plot(y.index, y.to_numpy(), "-o", ms=2.5, lw=1.2, color=cmap((layer - 1) / max(nl - 1, 1)),
+                    label=f"layer {layer}")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+    return _layer_grid(histories, df, out, title, "epoch", draw)
+
+
+def plot_layer_epochs(histories: dict[str, pd.DataFrame], df: pd.DataFrame, out: str | Path,
+                      title: str = "Per-layer quantities at the recorded epochs") -> Path | None:
+    """The same records across layers: rows = variants, columns = quantities, x = layer, one
+    line per recorded epoch (dark = early, light = late; mean over the runs of the variant)."""
+    cmap = colormaps["viridis"]
+
+    def draw(ax, mean, cols):
+        layers, epochs = sorted(cols), list(mean.index)
+        for k, epoch in enumerate(epochs):
+            ax.plot(layers, mean.loc[epoch, [cols[i] for i in layers]].to_numpy(float), "-o", ms=2.5, lw=1.2,
+                    color=cmap(k / max(len(epochs) - 1, 1)), label=f"epoch {int(epoch)}")
+        ax.set_xticks(layers)
+
+    return _layer_grid(histories, df, out, title, "layer", draw)

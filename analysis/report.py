@@ -141,7 +141,11 @@ def _figures(df: pd.DataFrame, corr: pd.DataFrame, gap: str, fig_dir: Path) -> l
     p = plots.plot_layer_profile(df, fig_dir / "srr_layers.png")
     if p:
         figs.append(("SRR components across layers", p))
-    p = plots.plot_layer_history(read_histories(df), df, fig_dir / "layer_history.png")
+    histories = read_histories(df)
+    p = plots.plot_layer_history(histories, df, fig_dir / "layer_history.png")
     if p:
         figs.append(("Per-layer quantities across epochs", p))
+    p = plots.plot_layer_epochs(histories, df, fig_dir / "layer_epochs.png")
+    if p:
+        figs.append(("Per-layer quantities at the recorded epochs", p))
     return figs
