@@ -14,3 +14,5 @@ python3 -c "import torch; print('torch', torch.__version__)"
 python3 -m pytest tests/test_gpu.py tests/test_measures_gpu.py tests/test_models.py -q -x -p no:cacheprovider 2>&1 | tail -3 | tee "$OUT/gpu_tests.txt"
 python3 -m benchmarks.train_speed --device cuda --size cifar_tiny --batch 2048 --ref-batch 256 --steps 30 --rounds 3 --compile 2>&1 | tee "$OUT/train_speed_compiled.txt" | tail -6
 python3 -m benchmarks.train_speed --device cuda --size cifar_tiny --batch 1024 --ref-batch 256 --steps 30 --rounds 3 2>&1 | tee "$OUT/train_speed_eager.txt" | tail -6
+python3 -m benchmarks.reg_speed --device cuda --size cifar_tiny --batch 256 --steps 20 --rounds 3 2>&1 | tee "$OUT/reg_speed_eager.txt" | tail -6
+python3 -m benchmarks.reg_speed --device cuda --size cifar_tiny --batch 256 --steps 20 --rounds 3 --compile 2>&1 | tee "$OUT/reg_speed_compiled.txt" | tail -6

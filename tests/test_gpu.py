@@ -1,4 +1,6 @@
 """GPU checks (skipped without CUDA): bf16 training on the device, on-device data, compile."""
+import math
+
 import pytest
 import torch
 
@@ -28,3 +30,13 @@ def test_gpu_and_cpu_forward_agree_in_fp32():
 def test_compiled_bf16_training_step_runs(small_cfg, tmp_path):
     m = train(small_cfg("train.device=cuda", "train.compile=true", "train.epochs=2"), tmp_path)
     assert m["status"] == "done" and m["train_loss"] < 2.3
+
+
+def test_regularised_training_on_gpu_in_bf16_records_a_finite_srr(small_cfg, tmp_path):
+    import pandas as pd
+
+    m = train(small_cfg("train.device=cuda", "reg.alpha=0.01", "reg.layers=random", "train.record_layers.every=1"),
+              tmp_path)
+    hist = pd.read_csv(tmp_path / "history.csv")
+    assert m["status"] == "done" and hist["batch_srr"].iloc[1:].map(math.isfinite).all()
+    assert hist["layer.1.srr"].notna().all()
