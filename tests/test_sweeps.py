@@ -104,6 +104,32 @@ def test_paper_cifar10_grid_spans_both_widths_and_the_same_axes():
     assert widths == {384, 768}
 
 
+@pytest.mark.parametrize("main, layers, n_layers, dataset", [
+    ("reg_cifar10", "reg_layers_cifar10", 12, "cifar10"), ("reg_cifar100", None, 12, "cifar100"),
+    ("reg_cifar10_small", "reg_layers_cifar10_small", 4, "cifar10")])
+def test_regularization_grids_compare_ce_and_srr_and_share_their_baseline(main, layers, n_layers, dataset):
+    master, loader = master_config(f"experiment={main}")
+    jobs = grid.jobs(master, loader)
+    assert len(jobs) == 24 and len({j.run_id for j in jobs}) == 24  # 4 variants x {CE, CE + SRR} x 3 seeds
+    assert grid_axes([j.overrides for j in jobs]) == {"model": {"crate", "crate_c", "crate_n", "crate_t"},
+                                                      "reg.alpha": {"0", "0.001"}, "seed": {"0", "1", "2"}}
+    for j in jobs:
+        validate(j.cfg)
+        assert j.cfg["data"]["name"] == dataset and j.cfg["model"]["depth"] == n_layers
+        assert j.cfg["train"]["record_layers"]["every"] > 0
+    if layers is None:
+        return
+    master, loader = master_config(f"experiment={layers}")
+    layer_jobs = grid.jobs(master, loader)
+    choices = {str(j.cfg["reg"]["layers"]) for j in layer_jobs}
+    assert choices == ({"2", "4", "6", "8", "10", "12", "random"} if n_layers == 12 else {"1", "2", "3", "4", "random"})
+    assert {j.cfg["model"]["name"] for j in layer_jobs} == {"crate"} and {j.cfg["reg"]["alpha"] for j in layer_jobs} == {1e-3}
+    assert master.hydra.sweep.dir == f"multirun/{main}"  # one sweep directory: the CE runs are shared
+    ce = {j.run_id for j in jobs if j.cfg["reg"]["alpha"] == 0 and j.cfg["model"]["name"] == "crate"}
+    same_settings = compose([f"experiment={layers}", "reg.alpha=0", "seed=0"])
+    assert run_id(same_settings) in ce  # the layer experiment's CE point is the main grid's run
+
+
 @pytest.mark.parametrize("launcher,target", [("basic", "BasicLauncher"), ("joblib", "JoblibLauncher"),
                                              ("submitit_local", "LocalLauncher"), ("slurm", "SlurmLauncher")])
 def test_launcher_files_select_their_hydra_launcher(launcher, target):
