@@ -33,7 +33,7 @@ on the MSSA input LN1(Z^ℓ) with per-head normalisation, sparsity from the ISTA
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Optional
 
 import torch
 from torch import Tensor
@@ -56,26 +56,43 @@ def orthonormal(U: Tensor) -> Tensor:
     return A @ Bh
 
 
+def check_settings(s: dict[str, Any]) -> None:
+    """The choices srr_terms cannot check itself (shared with the SRR regulariser)."""
+    if s["l0"] not in ("fraction", "count"):
+        raise MeasureError(f"srr: l0 must be 'fraction' or 'count', not {s['l0']!r}")
+    if s["u_norm"] not in ("none", "orthonormal"):
+        raise MeasureError(f"srr: u_norm must be 'none' or 'orthonormal', not {s['u_norm']!r}")
+
+
+def layer_bases(U: Tensor, s: dict[str, Any]) -> Tensor:
+    """Subspace bases (..., K, d, p) as the settings use them (``u_norm``)."""
+    return orthonormal(U) if s["u_norm"] == "orthonormal" else U
+
+
+def layer_tokens(inter: Any, s: dict[str, Any], layers: Optional[list[int]] = None) -> tuple[Tensor, Optional[Tensor]]:
+    """(Z, Z for ‖Z‖₀ or None when the same) of the chosen layers (0-based; all by default),
+    stacked (L', B, N, d), without the cls token unless ``cls``."""
+    first = 0 if s["cls"] else 1
+    rep, l0_rep = s["representation"], s["l0_representation"] or s["representation"]
+
+    def stack(name: str) -> Tensor:
+        reps = inter.get(name)
+        return torch.stack(reps if layers is None else [reps[i] for i in layers])[:, :, first:]
+
+    return stack(rep), (stack(l0_rep) if l0_rep != rep else None)
+
+
 @torch.no_grad()
 def srr_per_image(ctx: MeasureContext, s: dict[str, Any]) -> tuple[dict[str, Tensor], int]:
     """Every component for every layer and image, {component: (L, n_images)} float64, and N."""
-    if s["l0"] not in ("fraction", "count"):
-        raise MeasureError(f"srr: l0 must be 'fraction' or 'count', not {s['l0']!r}")
+    check_settings(s)
     model = ctx.model
     x, _ = ctx.subset(s["split"], s["n_images"])
-    U = model.subspace_bases(s["source"]).detach().double()  # (L, K, d, p)
-    if s["u_norm"] == "orthonormal":
-        U = orthonormal(U)
-    elif s["u_norm"] != "none":
-        raise MeasureError(f"srr: u_norm must be 'none' or 'orthonormal', not {s['u_norm']!r}")
+    U = layer_bases(model.subspace_bases(s["source"]).detach().double(), s)  # (L, K, d, p)
     U = U.unsqueeze(1)  # (L, 1, K, d, p): broadcast over images
-    rep, l0_rep = s["representation"], s["l0_representation"] or s["representation"]
-    first = 0 if s["cls"] else 1
     parts = []
     for i in range(0, len(x), int(s["chunk"])):
-        inter = model.forward_intermediates(x[i : i + int(s["chunk"])])
-        Z = torch.stack(inter.get(rep))[:, :, first:]  # (L, B, N, d)
-        Zs = torch.stack(inter.get(l0_rep))[:, :, first:] if l0_rep != rep else None
+        Z, Zs = layer_tokens(model.forward_intermediates(x[i : i + int(s["chunk"])]), s)  # (L, B, N, d)
         t = srr_terms(
             Z, U, s["eps"], s["lambda0"], normalize=s["normalize"], sparsity_kind="l0",
             fraction=s["l0"] == "fraction", l0_tol=s["l0_tol"], Z_sparse=Zs,

@@ -32,6 +32,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from measures import MEASURES, MeasureContext
+from measures.rates import srr_terms
+from measures.registry import validate_overrides
+from measures.srr import check_settings, layer_bases, layer_tokens
+
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 LAYER_CHOICES = ("all", "random")
 
@@ -42,9 +47,6 @@ class RegularizerError(ValueError):
 
 def srr_settings(overrides: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
     """The ``srr`` measure's effective settings with ``group.key`` overrides (e.g. measure.settings)."""
-    from measures import MEASURES
-    from measures.registry import validate_overrides
-
     return MEASURES.get("srr").settings(validate_overrides(dict(overrides or {})))
 
 
@@ -59,6 +61,22 @@ def parse_layers(layers: Union[str, int], depth: int) -> Union[str, int]:
     if not 1 <= index <= depth:
         raise RegularizerError(f"reg.layers={index}: the model has layers 1..{depth}")
     return index
+
+
+def config_problems(reg: Mapping[str, Any], depth: Optional[int]) -> list[str]:
+    """What is wrong with a ``reg`` section (one line each); the schema check and the trainer share it."""
+    problems = []
+    alpha = reg.get("alpha", 0.0)
+    if isinstance(alpha, (int, float)) and alpha < 0:
+        problems.append(f"reg.alpha: must be >= 0, got {alpha}")
+    if reg.get("dtype", "float32") not in DTYPES:
+        problems.append(f"reg.dtype: must be one of {', '.join(DTYPES)}, got {reg.get('dtype')!r}")
+    if depth is not None:
+        try:
+            parse_layers(reg.get("layers", "all"), depth)
+        except RegularizerError as e:
+            problems.append(str(e))
+    return problems
 
 
 @dataclass
@@ -81,16 +99,13 @@ class SRRRegularizer:
         alpha = float(reg.get("alpha", 0.0) or 0.0)
         if alpha == 0.0:
             return None
-        dtype = str(reg.get("dtype", "float32"))
-        if dtype not in DTYPES:
-            raise RegularizerError(f"reg.dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
+        problems = config_problems(reg, depth)
+        if problems:
+            raise RegularizerError(problems[0])
         s = srr_settings(measure_settings)
-        if s["l0"] not in ("fraction", "count"):
-            raise RegularizerError(f"srr.l0 must be 'fraction' or 'count', not {s['l0']!r}")
-        if s["u_norm"] not in ("none", "orthonormal"):
-            raise RegularizerError(f"srr.u_norm must be 'none' or 'orthonormal', not {s['u_norm']!r}")
-        return cls(alpha, parse_layers(reg.get("layers", "all"), depth), s, depth, int(seed), DTYPES[dtype],
-                   bool(reg.get("detach_u", False)))
+        check_settings(s)
+        return cls(alpha, parse_layers(reg.get("layers", "all"), depth), s, depth, int(seed),
+                   DTYPES[reg.get("dtype", "float32")], bool(reg.get("detach_u", False)))
 
     def layer_set(self, step: int) -> list[int]:
         """0-based indices of S at optimisation step ``step``."""
@@ -102,20 +117,11 @@ class SRRRegularizer:
 
     def terms(self, model: torch.nn.Module, inter: Any, step: int) -> Tensor:
         """Σ_{ℓ∈S} SRR_ℓ (mean over the batch's images), differentiable; α not applied."""
-        from measures.rates import srr_terms
-        from measures.srr import orthonormal
-
         s = self.settings
         idx = self.layer_set(step)
-        first = 0 if s["cls"] else 1
-        rep, l0_rep = s["representation"], s["l0_representation"] or s["representation"]
-        Z = torch.stack([inter.get(rep)[i] for i in idx])[:, :, first:]  # (|S|, B, N, d)
-        Zs = torch.stack([inter.get(l0_rep)[i] for i in idx])[:, :, first:] if l0_rep != rep else None
+        Z, Zs = layer_tokens(inter, s, idx)  # (|S|, B, N, d)
         U = torch.stack([model.layers[i].subspace_bases(s["source"]) for i in idx])  # (|S|, K, d, p)
-        if self.detach_u:
-            U = U.detach()
-        if s["u_norm"] == "orthonormal":
-            U = orthonormal(U.to(self.dtype))
+        U = layer_bases((U.detach() if self.detach_u else U).to(self.dtype), s)
         t = srr_terms(Z, U.unsqueeze(1), s["eps"], s["lambda0"], normalize=s["normalize"], sparsity_kind="l1",
                       fraction=s["l0"] == "fraction", Z_sparse=Zs, dtype=self.dtype)
         return t["srr"].mean(1).sum()
@@ -130,8 +136,6 @@ def layer_record(model: torch.nn.Module, train_xy: tuple[Tensor, Tensor], measur
     No gradient, evaluation mode, no draw from the global generator: recording does not
     change training.
     """
-    from measures import MEASURES, MeasureContext
-
     overrides = dict(measure_settings or {})
     ctx = MeasureContext(model, train=train_xy, seed=int(overrides.pop("seed", 0)),
                          device=next(model.parameters()).device)

@@ -203,18 +203,10 @@ def _check_values(cfg: dict[str, Any], problems: list[str]) -> None:
     elif stop != "epochs" and train.get("target") is None:
         problems.append(f"train.target: train.stop={stop} needs a target (e.g. 0.01 for ce, 0.99 for acc)")
     reg = cfg.get("reg") or {}
-    if reg:
-        from srr_bench.regularizer import DTYPES, RegularizerError, parse_layers
+    if isinstance(reg, dict) and reg:
+        from srr_bench.regularizer import config_problems
 
-        if isinstance(reg.get("alpha"), (int, float)) and reg["alpha"] < 0:
-            problems.append(f"reg.alpha: must be >= 0, got {reg['alpha']}")
-        if reg.get("dtype", "float32") not in DTYPES:
-            problems.append(f"reg.dtype: must be one of {', '.join(DTYPES)}, got {reg.get('dtype')!r}")
-        if isinstance(model.get("depth"), int):
-            try:
-                parse_layers(reg.get("layers", "all"), model["depth"])
-            except RegularizerError as e:
-                problems.append(str(e))
+        problems += config_problems(reg, model["depth"] if isinstance(model.get("depth"), int) else None)
 
 
 def _check_measures(measure: dict[str, Any], problems: list[str]) -> None:
