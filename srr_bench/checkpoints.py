@@ -10,10 +10,15 @@ other than tensors and containers is refused with the reason.
 """
 from __future__ import annotations
 
+import io
 import math
 import os
 import pickle
+import pickletools
 import re
+import warnings
+import zipfile
+from collections import deque
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -37,22 +42,119 @@ def save_model(model: TokenClassifier, path: PathLike, meta: Optional[dict[str, 
 
 
 def safe_load(path: PathLike) -> Any:
-    """``torch.load`` with ``weights_only=True``, turning every failure into a CheckpointError."""
+    """``torch.load`` with ``weights_only=True``, turning every failure into a CheckpointError.
+
+    A file torch refuses because it names Python callables or classes is reported as
+    pickled code, with their names; one whose pickle is broken, as corrupt.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns before refusing a protocol it cannot read; the error says it
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
-        if found:
+        code = refused_globals(path, str(e))
+        if code:
             raise CheckpointError(
-                f"{path}: holds pickled Python code ({found.group(1)}); refusing to unpickle it "
+                f"{path}: holds pickled Python code ({', '.join(code)}); refusing to unpickle it "
                 "(only tensors and plain containers are loaded)"
             ) from None
         raise CheckpointError(f"{path}: corrupt or not a PyTorch file (cannot be read as tensors)") from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         raise CheckpointError(f"{path}: not a readable PyTorch file ({type(e).__name__}: {str(e)[:200]})") from None
+
+
+# torch's weights-only refusal of a global, in both wordings: "Unsupported global: GLOBAL
+# m.f was not an allowed global by default" and, for the blocked modules (os, posix, nt,
+# sys), which newer torch refuses outright: "Trying to load unsupported GLOBAL m.f whose module m is blocked".
+_REFUSED_GLOBAL = re.compile(r"GLOBAL (\S+) (?:was not an allowed global|whose module \S+ is blocked)")
+
+
+def refused_globals(path: PathLike, message: str = "") -> list[str]:
+    """The callables and classes a file's pickle names that torch's weights-only unpickler refuses.
+
+    Found two ways, so that neither a change in torch's wording nor a pickle protocol
+    torch cannot parse (it stops at protocol 4's first opcode) hides a payload: the names
+    quoted in torch's error ``message``, and the file's GLOBAL / STACK_GLOBAL opcodes
+    listed by ``pickle_globals`` that are not on torch's allowlist.
+    """
+    allowed = _torch_allowed_globals()
+    found = set(_REFUSED_GLOBAL.findall(message)) | {g for g in pickle_globals(path) if g not in allowed}
+    return sorted(found)
+
+
+def _torch_allowed_globals() -> set[str]:
+    """What ``torch.load(weights_only=True)`` accepts: its built-in allowlist and the user's safe globals.
+
+    The built-in list is private to torch; without it every global counts as refused,
+    which errs towards calling a file unsafe rather than corrupt.
+    """
+    from torch import _weights_only_unpickler as wo
+
+    builtin = set(getattr(wo, "_get_allowed_globals", dict)())
+    user = getattr(torch.serialization, "get_safe_globals", list)()
+    return builtin | {f"{g.__module__}.{g.__qualname__}" for g in user if hasattr(g, "__qualname__")}
+
+
+_STRING_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE", "STRING", "BINSTRING", "SHORT_BINSTRING"}
+
+
+def pickle_globals(path: PathLike) -> set[str]:
+    """``module.name`` of every global a checkpoint's pickle names, read with pickletools (parsed, never run).
+
+    A torch zip archive's pickle is its ``data.pkl``; a legacy (pre-zip) file is a run of
+    pickles, all read. GLOBAL and INST carry their name; STACK_GLOBAL (protocol 4+) takes
+    the two strings before it, followed through the memo; one whose strings cannot be
+    followed is reported as ``?.?``. Reading stops quietly where the bytes stop being a pickle.
+    """
+    found: set[str] = set()
+    try:
+        stream = io.BytesIO(_pickle_bytes(Path(path)))
+    except Exception:  # a broken zip fails with many error types; then there is nothing to name
+        return found
+    for _ in range(16):  # a legacy file: magic, protocol, sys info, object, storage keys, then raw bytes
+        start = stream.tell()
+        try:
+            _scan_pickle(stream, found)
+        except Exception:  # pickletools fails with many error types where the pickle ends or breaks
+            break
+        if stream.tell() == start:
+            break
+    return found
+
+
+def _pickle_bytes(path: Path) -> bytes:
+    """The zip archive's ``data.pkl``, or the whole file if it is a legacy one (starts with a pickle's PROTO)."""
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as z:
+            names = [n for n in z.namelist() if n == "data.pkl" or n.endswith("/data.pkl")]
+            return z.read(names[0]) if names else b""
+    blob = path.read_bytes()
+    return blob if blob[:1] == pickle.PROTO else b""
+
+
+def _scan_pickle(stream: io.BytesIO, found: set[str]) -> None:
+    memo: dict[int, Any] = {}
+    recent: deque[Any] = deque([None, None], maxlen=2)  # what the last two ops pushed: strings or None
+    for op, arg, _ in pickletools.genops(stream):
+        name = op.name
+        if name in ("GLOBAL", "INST"):
+            found.add(arg.replace(" ", "."))
+        elif name == "STACK_GLOBAL":
+            module, attr = recent
+            found.add(f"{module}.{attr}" if isinstance(module, str) and isinstance(attr, str) else "?.?")
+        if name in _STRING_OPS:
+            recent.append(arg)
+        elif name in ("GET", "BINGET", "LONG_BINGET"):
+            recent.append(memo.get(arg))
+        elif name == "MEMOIZE":
+            memo[len(memo)] = recent[-1]
+        elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
+            memo[arg] = recent[-1]
+        elif op.stack_after:
+            recent.append(None)
 
 
 def load_model(path: PathLike, *, heads: Optional[int] = None, **config_overrides: Any) -> TokenClassifier:

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from srr_bench.checkpoints import CheckpointError, load_model, save_model
+from srr_bench.checkpoints import CheckpointError, load_model, refused_globals, save_model
 from srr_bench.models import MODELS, build_model
 
 SMALL = dict(image_size=16, patch_size=4, channels=3, num_classes=5, dim=32, depth=2, heads=4)
@@ -29,6 +29,17 @@ def test_pickled_code_is_refused_with_the_reason(tmp_path):
     with pytest.raises(CheckpointError) as e:
         load_model(tmp_path / "evil.pt")
     assert "pickled Python code" in str(e.value) and "Payload" in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("message", [
+    "WeightsUnpickler error: Unsupported global: GLOBAL posix.system was not an allowed global by default. Please use",
+    "Weights only load failed.\n\nTrying to load unsupported GLOBAL posix.system whose module posix is blocked.\n",
+])
+def test_both_wordings_of_torchs_refusal_are_recognised(tmp_path, message):
+    """torch words the refusal of a module it blocks outright (os, posix, sys) differently; both name the global."""
+    (tmp_path / "empty.pt").write_bytes(b"")
+    assert refused_globals(tmp_path / "empty.pt", message) == ["posix.system"]
+    assert refused_globals(tmp_path / "empty.pt", "Weights only load failed. Unsupported operand 149") == []
 
 
 def test_corrupt_truncated_missing_and_foreign_files(tmp_path):
