@@ -62,15 +62,16 @@ def test_path_norm_is_invariant_under_neuron_rescaling_as_the_function_is():
 
 
 def test_path_norm_refuses_non_relu_networks():
-    with pytest.raises(TypeError, match="only for ReLU MLPs"):
+    with pytest.raises(TypeError, match="only for ReLU networks"):
         path_norm(nn.Sequential(nn.Linear(2, 3), nn.Tanh(), nn.Linear(3, 1)))
 
 
-def test_surrogate_equals_squared_path_norm_on_a_relu_mlp():
+@pytest.mark.parametrize("q", [1.0, 2.0])
+def test_path_norm_measure_is_the_q_th_power_of_the_exact_path_norm_on_a_relu_mlp(q):
     mlp = hand_mlp()
     ctx = MeasureContext(mlp, train=(torch.zeros(4, 2), torch.zeros(4, dtype=torch.long)))
-    v = MEASURES.get("path_norm_surrogate")(ctx).value
-    assert v == pytest.approx(path_norm(mlp, 2.0).item() ** 2, rel=1e-12)
+    v = MEASURES.get("path_norm")(ctx, {"path_norm.q": q}).value
+    assert v == pytest.approx(brute_force_path_norm(mlp, q) ** q, rel=1e-12)
 
 
 def model(name: str, seed: int = 0) -> nn.Module:
@@ -121,7 +122,9 @@ def test_distances_to_init_vanish_at_init_and_count_tied_weights_once():
     ctx = MeasureContext(m, init_model=copy.deepcopy(m))
     for name in ("l2_dist", "fro_dist", "dist_spec_init"):
         assert MEASURES.get(name)(ctx).value == 0.0
-    n_weights = sum(p.numel() for n, p in m.named_parameters() if not n.endswith("bias") and "norm" not in n)
+    additive = ("embed.cls_token", "embed.pos_embedding")  # added to the tokens: not weights
+    n_weights = sum(p.numel() for n, p in m.named_parameters()
+                    if not n.endswith("bias") and "norm" not in n and n not in additive)
     assert MEASURES.get("params")(ctx).value == n_weights  # the tied qkv counted once
 
 

@@ -17,7 +17,7 @@ SMALL = {"pacbayes.n_images": 64, "pacbayes.mc_samples": 3, "pacbayes_mag.n_imag
          "grad_noise.batch_size": 16, "grad_noise.n_batches": 3}
 # Measures whose value does not depend on the device's random streams.
 DETERMINISTIC = ["srr", "srr_ref", "l2", "l2_dist", "param_norm", "log_prod_of_spec", "fro_dist", "inverse_margin",
-                 "path_norm_surrogate", "sharpness", "sharpness_mag", "sharpness_m"]
+                 "path_norm", "path_norm_over_margin", "sharpness", "sharpness_mag", "sharpness_m"]
 
 
 @pytest.mark.parametrize("name", ["crate", "crate_t", "vit"])
