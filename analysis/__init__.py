@@ -10,6 +10,8 @@ Modules, one concept each (import the functions from them, e.g.
 - :mod:`analysis.cmi`         conditional mutual information K(μ), exact pair counting
 - :mod:`analysis.sign_error`  robust sign-error over coupled environments (Dziugaite et al. 2020)
 - :mod:`analysis.bootstrap`   seed-bootstrap percentile CIs of τ and Ψ
+- :mod:`analysis.exclusions`  which runs and values the correlations leave out, counted per reason
+- :mod:`analysis.flags`       measures that are constant, nearly constant, NaN or ±inf: not ranked
 - :mod:`analysis.correlate`   all of the above, one row per measure
 - :mod:`analysis.tables`      Markdown / LaTeX / CSV tables in the paper's layout
 - :mod:`analysis.plots`       scatter, τ/Ψ bars, ψ heatmap, per-layer SRR profiles

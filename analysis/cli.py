@@ -3,8 +3,17 @@
     srr-analyze collect SWEEP_DIR... -o results.csv [--drop-nonconverged] [--drop-diverged]
                         [--min-train-acc X]
     srr-analyze correlate results.csv --gap gen.gap_acc --out DIR [--bootstrap N] [--seed S]
-    srr-analyze report SWEEP_DIR_or_CSV... --out DIR [--gap ...] [--bootstrap N] [filters]
+                          [--include-diverged] [--drop-nonconverged] [--min-train-acc X]
+    srr-analyze report SWEEP_DIR_or_CSV... --out DIR [--gap ...] [--bootstrap N]
+                       [--include-diverged] [--drop-nonconverged] [--min-train-acc X]
     srr-analyze regularization SWEEP_DIR_or_CSV... --out DIR [--drop-diverged]
+
+``correlate`` and ``report`` leave diverged, failed and unfinished runs (and with the
+filters non-converged and low-accuracy ones) out of the correlations and print, on stderr,
+how many runs were left out per reason, how many values each measure lost (NaN, ±inf),
+and a warning for every hyperparameter axis that lost a value; measures that are
+constant, nearly constant, NaN or ±inf on part of the runs are flagged, not ranked
+(:mod:`analysis.exclusions`, :mod:`analysis.flags`).
 
 ``regularization`` compares CE+SRR runs with their cross-entropy baselines (test accuracy,
 95% intervals; see analysis.regularization): it writes regularization.csv|.md|.tex and the
@@ -26,9 +35,14 @@ from analysis.schema import DEFAULT_GAP, AnalysisError
 PROG = "srr-analyze"
 
 
-def _filters(p: argparse.ArgumentParser) -> None:
+def _filters(p: argparse.ArgumentParser, correlations: bool = False) -> None:
     p.add_argument("--drop-nonconverged", action="store_true", help="drop runs not flagged converged")
-    p.add_argument("--drop-diverged", action="store_true", help="drop runs whose status is 'diverged'")
+    if correlations:
+        p.add_argument("--include-diverged", action="store_true",
+                       help="keep diverged runs in the correlations (default: left out and counted)")
+        p.add_argument("--drop-diverged", action="store_true", help=argparse.SUPPRESS)  # the default
+    else:
+        p.add_argument("--drop-diverged", action="store_true", help="drop runs whose status is 'diverged'")
     p.add_argument("--min-train-acc", type=float, default=None, metavar="X",
                    help="drop runs with gen.train_acc below X (a fraction)")
 
@@ -50,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--bootstrap", type=int, default=0, metavar="N",
                    help="seed-bootstrap replicates for CIs of tau and Psi (default 0: none)")
     r.add_argument("--seed", type=int, default=0, help="seed of the bootstrap generator")
+    _filters(r, correlations=True)
 
     m = sub.add_parser("report", help="tables, figures and report.md")
     m.add_argument("source", nargs="+", metavar="SWEEP_DIR_or_CSV")
@@ -58,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--bootstrap", type=int, default=100, metavar="N",
                    help="seed-bootstrap replicates (default 100; 0 to skip)")
     m.add_argument("--seed", type=int, default=0)
-    _filters(m)
+    _filters(m, correlations=True)
 
     g = sub.add_parser("regularization", help="CE vs CE+SRR test accuracy: tables and figures")
     g.add_argument("source", nargs="+", metavar="SWEEP_DIR_or_CSV")
@@ -86,8 +101,12 @@ def _run(args: argparse.Namespace) -> int:
     elif args.command == "correlate":
         from analysis.collect import read_table
         from analysis.correlate import correlate
-        from analysis.tables import to_markdown, write_tables
-        corr = correlate(read_table(args.table), gap=args.gap, n_boot=args.bootstrap, seed=args.seed)
+        from analysis.tables import notes, to_markdown, write_tables
+        corr = correlate(read_table(args.table), gap=args.gap, n_boot=args.bootstrap, seed=args.seed,
+                         include_diverged=args.include_diverged, converged_only=args.drop_nonconverged,
+                         min_train_acc=args.min_train_acc)
+        for line in notes(corr):
+            _log(line)
         paths = write_tables(corr, args.out)
         print(to_markdown(corr))
         _log(f"wrote {paths['csv']}, {paths['md'].name}, {paths['tex'].name}")
@@ -106,7 +125,7 @@ def _run(args: argparse.Namespace) -> int:
         from analysis.report import report
         src = args.source[0] if len(args.source) == 1 else args.source
         path = report(src, args.out, gap=args.gap, n_boot=args.bootstrap, seed=args.seed,
-                      drop_nonconverged=args.drop_nonconverged, drop_diverged=args.drop_diverged,
+                      drop_nonconverged=args.drop_nonconverged, drop_diverged=not args.include_diverged,
                       min_train_acc=args.min_train_acc, log=_log)
         _log(f"wrote {path}")
     return 0

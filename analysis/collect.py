@@ -5,16 +5,25 @@ contains ``metrics.json``. Per run directory:
 
 - ``hparams.json``  {name: scalar}                  -> ``hp.<name>`` (nested dicts are
   flattened with dots, lists are stored as JSON text);
-- ``metrics.json``  {"status", "converged", numbers} -> ``status`` (text),
-  ``is.diverged`` (status == "diverged"), ``is.failed`` (status == "failed"),
-  ``is.converged``, ``gen.<key>`` for every number or null, ``is.<key>`` for other
-  booleans, ``run_id`` (default: the directory name);
-- ``measures.json`` {"values": {name: float}} (optional) -> ``measure.<name>``;
+- ``metrics.json``  {"status", "converged", numbers} -> ``status`` and ``diverged_reason``
+  (text), ``is.diverged`` (status == "diverged" or ``diverged: true``), ``is.failed``
+  (status == "failed"), ``is.converged`` (null -> NA: under ``train.stop=epochs`` there is no
+  target), ``gen.<key>`` for every number or null, ``is.<key>`` for other booleans,
+  ``run_id`` (default: the directory name);
+- ``measures.json`` {"values": {name: float}} (optional) -> ``measure.<name>``; null is NaN
+  and the strings "inf" / "-inf" (how ``measures.store`` writes them) are ±inf;
 - ``run_dir``: the path of the run directory.
+
+A run directory without ``metrics.json`` (``config.yaml``, ``hparams.json``, ``checkpoint.pt``
+or ``failure.json`` only) is counted in the log; with ``unfinished=True`` it becomes a row
+with ``status`` 'failed' (``failure.json``) or 'unfinished' and no results, so that the
+analysis can count it among the runs it leaves out.
 
 Filters (each prints how many rows it removed): diverged runs, runs not flagged converged
 (a missing flag counts as not converged), runs with ``gen.train_acc`` below a threshold
-(or missing). The table is written as CSV or Parquet (pyarrow) by file extension.
+(or missing). The correlations apply the same rules themselves and count what they
+leave out (:mod:`analysis.exclusions`). The table is written as CSV or Parquet (pyarrow)
+by file extension.
 """
 
 from __future__ import annotations
@@ -28,17 +37,27 @@ from typing import Callable, Iterable
 import numpy as np
 import pandas as pd
 
-from analysis.schema import GEN, HP, IS, MEASURE, SEED, AnalysisError
+from analysis.exclusions import is_diverged
+from analysis.schema import GEN, HP, IS, MEASURE, SEED, AnalysisError, flag
 
 METRICS, HPARAMS, MEASURES, HISTORY = "metrics.json", "hparams.json", "measures.json", "history.csv"
+FAILURE = "failure.json"
+STARTED = ("config.yaml", HPARAMS, "checkpoint.pt", FAILURE)  # a run directory before metrics.json
+TEXT_METRICS = ("status", "diverged_reason")
 
 
-def find_run_dirs(root: str | os.PathLike) -> list[Path]:
-    """All directories under ``root`` (itself included) that contain ``metrics.json``, sorted."""
+def find_run_dirs(root: str | os.PathLike, finished: bool = True) -> list[Path]:
+    """Directories under ``root`` (itself included) that contain ``metrics.json``, sorted;
+    with ``finished=False`` those that hold a run's files but no ``metrics.json`` instead."""
     root = Path(root)
     if not root.is_dir():
         raise AnalysisError(f"sweep directory not found: {root}")
-    found = [Path(d) for d, _, files in os.walk(root, followlinks=False) if METRICS in files]
+    found = []
+    for d, _, files in os.walk(root, followlinks=False):
+        if ".hydra" in Path(d).parts:
+            continue
+        if (METRICS in files) if finished else (METRICS not in files and any(f in files for f in STARTED)):
+            found.append(Path(d))
     return sorted(found)
 
 
@@ -71,14 +90,15 @@ def read_run(run_dir: str | os.PathLike) -> dict:
         for k, v in _flatten(_read_json(run_dir / HPARAMS)).items():
             row[HP + k] = v
     metrics = _read_json(run_dir / METRICS)
-    status = metrics.get("status")
-    row["status"] = None if status is None else str(status)
-    row[IS + "diverged"] = status == "diverged"
+    for k in TEXT_METRICS:
+        row[k] = None if metrics.get(k) is None else str(metrics[k])
+    status = row["status"]
+    row[IS + "diverged"] = status == "diverged" or metrics.get("diverged") is True
     row[IS + "failed"] = status == "failed"
     conv = metrics.get("converged")
     row[IS + "converged"] = None if conv is None else bool(conv)
     for k, v in metrics.items():
-        if k in ("status", "converged"):
+        if k in (*TEXT_METRICS, "converged", "diverged"):
             continue
         if k == "run_id" and v is not None:
             row["run_id"] = str(v)
@@ -89,26 +109,62 @@ def read_run(run_dir: str | os.PathLike) -> dict:
     if (run_dir / MEASURES).exists():
         values = _read_json(run_dir / MEASURES).get("values") or {}
         for k, v in values.items():
-            row[MEASURE + k] = float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else np.nan
+            row[MEASURE + k] = _measure_value(v)
+    return row
+
+
+def _measure_value(v) -> float:
+    """A stored measure value: a number, null (NaN) or "inf" / "-inf" / "nan" as text."""
+    if isinstance(v, bool):
+        return np.nan
+    if isinstance(v, (int, float)):
+        return float(v)
+    if isinstance(v, str) and v.strip().lower() in ("inf", "+inf", "-inf", "nan", "infinity", "-infinity"):
+        return float(v)
+    return np.nan
+
+
+def unfinished_row(run_dir: str | os.PathLike) -> dict:
+    """The row of a run directory without ``metrics.json``: its hyperparameters (when
+    ``hparams.json`` is readable) and status 'failed' (``failure.json``) or 'unfinished'."""
+    run_dir = Path(run_dir)
+    failed = (run_dir / FAILURE).exists()
+    row: dict = {"run_id": run_dir.name, "run_dir": str(run_dir), "status": "failed" if failed else "unfinished",
+                 IS + "diverged": False, IS + "failed": failed, IS + "converged": None}
+    try:
+        row.update({HP + k: v for k, v in _flatten(_read_json(run_dir / HPARAMS)).items()})
+    except (OSError, ValueError):
+        pass  # no hyperparameters: the row still counts the run
     return row
 
 
 def _order_columns(df: pd.DataFrame) -> pd.DataFrame:
     def rank(c: str):
-        for i, p in enumerate(("run_id", "run_dir", "status", HP, GEN, IS, MEASURE)):
+        for i, p in enumerate(("run_id", "run_dir", *TEXT_METRICS, HP, GEN, IS, MEASURE)):
             if c == p or c.startswith(p):
                 return (i, c == SEED, c)
-        return (7, False, c)
+        return (8, False, c)
     return df[sorted(df.columns, key=rank)]
 
 
-def collect_runs(sweep_dirs: Iterable[str | os.PathLike], log: Callable[[str], None] = print) -> pd.DataFrame:
-    """The unfiltered tidy table of every run directory under ``sweep_dirs``."""
-    sweep_dirs = list(sweep_dirs)
-    dirs: dict[Path, None] = {}
+def _dirs(sweep_dirs: list, finished: bool) -> list[Path]:
+    found: dict[Path, None] = {}
     for s in sweep_dirs:
-        for d in find_run_dirs(s):
-            dirs.setdefault(d.resolve(), None)
+        for d in find_run_dirs(s, finished):
+            found.setdefault(d.resolve(), None)
+    return list(found)
+
+
+def _plural(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+def collect_runs(sweep_dirs: Iterable[str | os.PathLike], log: Callable[[str], None] = print,
+                 unfinished: bool = False) -> pd.DataFrame:
+    """The unfiltered tidy table of every run directory under ``sweep_dirs``; with
+    ``unfinished`` also a row per run directory without ``metrics.json``."""
+    sweep_dirs = list(sweep_dirs)
+    dirs = _dirs(sweep_dirs, finished=True)
     if not dirs:
         raise AnalysisError("no run directory (with metrics.json) under: "
                             + ", ".join(str(s) for s in sweep_dirs))
@@ -120,9 +176,19 @@ def collect_runs(sweep_dirs: Iterable[str | os.PathLike], log: Callable[[str], N
             bad += 1
             warnings.warn(f"skipped unreadable run directory {d}: {e}")
     if bad:
-        log(f"collect: skipped {bad} unreadable run director{'y' if bad == 1 else 'ies'}")
+        log(f"collect: skipped {_plural(bad, 'unreadable run directory', 'unreadable run directories')}")
     if not rows:
         raise AnalysisError("no readable run directory found")
+    started = _dirs(sweep_dirs, finished=False)
+    if started:
+        failed = sum((d / FAILURE).exists() for d in started)
+        kinds = [f"{n} {k}" for n, k in ((failed, "failed (failure.json)"), (len(started) - failed, "unfinished"))
+                 if n]
+        kept = "kept as rows without results" if unfinished else "not in the table"
+        log(f"collect: {_plural(len(started), 'run directory', 'run directories')} without metrics.json "
+            f"({', '.join(kinds)}), {kept}")
+        if unfinished:
+            rows += [unfinished_row(d) for d in started]
     df = pd.DataFrame(rows)
     for c in df.columns:
         if c.startswith(IS):
@@ -131,25 +197,15 @@ def collect_runs(sweep_dirs: Iterable[str | os.PathLike], log: Callable[[str], N
     return _order_columns(df).reset_index(drop=True)
 
 
-def _flag(df: pd.DataFrame, col: str) -> pd.Series:
-    """A boolean column as True/False with missing -> False (also for CSV text)."""
-    if col not in df.columns:
-        return pd.Series(False, index=df.index)
-    s = df[col]
-    if s.dtype == object:
-        s = s.map(lambda v: str(v).strip().lower() in ("true", "1", "1.0") if pd.notna(v) else False)
-    return s.fillna(False).astype(bool)
-
-
 def apply_filters(df: pd.DataFrame, drop_nonconverged: bool = False, drop_diverged: bool = False,
                   min_train_acc: float | None = None, log: Callable[[str], None] = print) -> pd.DataFrame:
     """Drop diverged, non-converged and low-train-accuracy runs; log what each removed."""
     if drop_diverged:
-        keep = ~_flag(df, IS + "diverged")
+        keep = ~is_diverged(df)
         log(f"filter drop-diverged: removed {int((~keep).sum())} of {len(df)} rows")
         df = df.loc[keep]
     if drop_nonconverged:
-        keep = _flag(df, IS + "converged")
+        keep = flag(df, IS + "converged")
         log(f"filter drop-nonconverged: removed {int((~keep).sum())} of {len(df)} rows")
         df = df.loc[keep]
     if min_train_acc is not None:
@@ -163,11 +219,12 @@ def apply_filters(df: pd.DataFrame, drop_nonconverged: bool = False, drop_diverg
 
 
 def collect(sweep_dirs, drop_nonconverged: bool = False, drop_diverged: bool = False,
-            min_train_acc: float | None = None, log: Callable[[str], None] = print) -> pd.DataFrame:
+            min_train_acc: float | None = None, log: Callable[[str], None] = print,
+            unfinished: bool = False) -> pd.DataFrame:
     """Tidy table of the runs under ``sweep_dirs`` (a path or a list), filtered."""
     if isinstance(sweep_dirs, (str, os.PathLike)):
         sweep_dirs = [sweep_dirs]
-    df = collect_runs(list(sweep_dirs), log)
+    df = collect_runs(list(sweep_dirs), log, unfinished)
     return apply_filters(df, drop_nonconverged, drop_diverged, min_train_acc, log)
 
 

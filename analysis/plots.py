@@ -1,8 +1,10 @@
 """Figures of the correlation study (matplotlib, object API on the Agg canvas).
 
 - :func:`plot_scatter`      measure vs gap, one panel per measure, colour = ``hp.variant``;
-- :func:`plot_bars`         τ and Ψ per measure, with bootstrap CIs when present;
-- :func:`plot_heatmap`      ψ per measure × axis (diverging colormap centred at 0);
+- :func:`plot_bars`         τ and Ψ per measure, with bootstrap CIs when present; flagged
+  measures (:mod:`analysis.flags`) are drawn apart, below a line, in grey, with their flag;
+- :func:`plot_heatmap`      ψ per measure × axis (diverging colormap centred at 0), flagged
+  measures last and marked;
 - :func:`plot_layer_profile` SRR components across layers (``measure.srr.L<i>.<comp>``),
   mean ± sd over runs per variant;
 - :func:`plot_layer_history` per-layer quantities across epochs (``layer.<i>.<q>``
@@ -23,6 +25,7 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from analysis.flags import is_flagged
 from analysis.schema import MEASURE
 from analysis.tables import axes_of, sort_rows
 
@@ -94,6 +97,8 @@ def plot_scatter(df: pd.DataFrame, corr: pd.DataFrame, gap: str, out: str | Path
             ax.xaxis.set_major_locator(MaxNLocator(5))
         r = stats.loc[m]
         ax.set_title(m, fontsize=9, fontweight="bold", loc="left")
+        if short_flags(r.get("flags")):
+            ax.set_title(short_flags(r["flags"]), fontsize=7, color="0.4", loc="right")
         ax.text(0.98, 0.97, f"τ {r['tau']:.2f}  Ψ {r['Psi']:.2f}", transform=ax.transAxes, ha="right", va="top",
                 fontsize=8, color="0.25", bbox=dict(facecolor="white", edgecolor="none", alpha=0.8, pad=1))
         ax.set_xlabel(m, fontsize=8)
@@ -105,27 +110,52 @@ def plot_scatter(df: pd.DataFrame, corr: pd.DataFrame, gap: str, out: str | Path
     return _save(fig, Path(out))
 
 
+def short_flags(flags) -> str:
+    """A measure's flags without their parenthesised details ('nearly constant', 'NaN on 3/40 runs')."""
+    return re.sub(r"\s*\([^)]*\)", "", flags) if isinstance(flags, str) else ""
+
+
+def measure_labels(c: pd.DataFrame) -> list[str]:
+    """Measure names, with their (short) flags in brackets for flagged measures."""
+    flags = c["flags"] if "flags" in c.columns else pd.Series("", index=c.index)
+    return [f"{m}  [{short_flags(f)}]" if short_flags(f) else str(m) for m, f in zip(c["measure"], flags)]
+
+
 def plot_bars(corr: pd.DataFrame, out: str | Path) -> Path | None:
-    """Horizontal bars of τ and Ψ per measure (sorted by Ψ), CI error bars when present."""
+    """Horizontal bars of τ and Ψ per measure (sorted by Ψ), CI error bars when present.
+
+    Flagged measures are not ranked: they sit below a dashed line, in grey, their flags
+    in their labels."""
     if corr.empty:
         return None
     c = sort_rows(corr).iloc[::-1]  # best at the top of a horizontal chart
+    flagged = is_flagged(c).to_numpy()
     n = len(c)
     ypos = np.arange(n)
-    fig = Figure(figsize=(7.5, 1.2 + 0.32 * n), layout="constrained")
+    fig = Figure(figsize=(7.5 + (2.5 if flagged.any() else 0), 1.2 + 0.32 * n), layout="constrained")
     ax = fig.subplots()
     h = 0.38
-    for off, key, label, color in ((h / 2, "tau", "Kendall τ", "#4C72B0"), (-h / 2, "Psi", "granulated Ψ", "#DD8452")):
+    for off, key, label, color, grey in ((h / 2, "tau", "Kendall τ", "#4C72B0", "0.55"),
+                                         (-h / 2, "Psi", "granulated Ψ", "#DD8452", "0.78")):
         v = c[key].to_numpy(float)
         err = None
         if f"{key}_lo" in c.columns:
             lo, hi = c[f"{key}_lo"].to_numpy(float), c[f"{key}_hi"].to_numpy(float)
             err = np.vstack([np.clip(v - lo, 0, None), np.clip(hi - v, 0, None)])
             err = np.nan_to_num(err)
-        ax.barh(ypos + off, np.nan_to_num(v), height=h, color=color, label=label,
-                xerr=err, error_kw={"elinewidth": 0.8, "capsize": 2, "ecolor": "0.25"})
+        for rows, col, lab in ((~flagged, color, label), (flagged, grey, None)):
+            if rows.any():
+                ax.barh(ypos[rows] + off, np.nan_to_num(v[rows]), height=h, color=col, label=lab,
+                        xerr=None if err is None else err[:, rows],
+                        error_kw={"elinewidth": 0.8, "capsize": 2, "ecolor": "0.25"})
     ax.axvline(0, color="0.2", lw=0.8)
-    ax.set_yticks(ypos, c["measure"], fontsize=8)
+    ax.set_yticks(ypos, measure_labels(c), fontsize=8)
+    for tick, k in zip(ax.get_yticklabels(), flagged):
+        tick.set_color("0.45" if k else "black")
+    if flagged.any() and not flagged.all():
+        ax.axhline(flagged.sum() - 0.5, color="0.3", lw=0.9, ls="--")
+        ax.text(-1.03, flagged.sum() - 0.55, "flagged below: not ranked", ha="left", va="top", fontsize=7.5,
+                color="0.3", bbox=dict(facecolor="white", edgecolor="none", alpha=0.85, pad=1))
     ax.set_ylim(-0.6, n - 0.4)
     ax.set_xlim(-1.05, 1.05)
     ax.set_xlabel("correlation with the generalization gap")
@@ -145,7 +175,7 @@ def plot_heatmap(corr: pd.DataFrame, out: str | Path) -> Path | None:
     cols = [f"psi.{a}" for a in axes] + ["Psi"]
     M = c[cols].to_numpy(float)
     nr, nc = M.shape
-    fig = Figure(figsize=(1.6 + 0.95 * nc + 0.08 * max(len(m) for m in c["measure"]),
+    fig = Figure(figsize=(1.6 + 0.95 * nc + 0.08 * max(len(m) for m in measure_labels(c)),
                           1.3 + 0.34 * nr), layout="constrained")
     ax = fig.subplots()
     cmap = colormaps["RdBu_r"].with_extremes(bad="0.85")
@@ -159,7 +189,12 @@ def plot_heatmap(corr: pd.DataFrame, out: str | Path) -> Path | None:
     ng = [c.get(f"n_groups.{a}") for a in axes]
     xl = [f"{a}\n(m={int(g.max())})" if g is not None else a for a, g in zip(axes, ng)] + ["Ψ\n(mean)"]
     ax.set_xticks(range(nc), xl, fontsize=8)
-    ax.set_yticks(range(nr), c["measure"], fontsize=8)
+    ax.set_yticks(range(nr), measure_labels(c), fontsize=8)
+    flagged = is_flagged(c).to_numpy()
+    for tick, k in zip(ax.get_yticklabels(), flagged):
+        tick.set_color("0.45" if k else "black")
+    if flagged.any() and not flagged.all():
+        ax.axhline(nr - flagged.sum() - 0.5, color="black", lw=2, ls="--")
     ax.axvline(nc - 1.5, color="white", lw=3)
     ax.xaxis.tick_top()
     fig.colorbar(im, ax=ax, shrink=0.8, label="ψ (granulated Kendall per axis)")

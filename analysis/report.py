@@ -5,10 +5,16 @@
 a DataFrame. It writes into ``out_dir``::
 
     report.md                 the report, embedding the figures by relative path
-    results.csv               the tidy table (when built from sweep directories)
+    results.csv               the tidy table (when built from sweep directories): every run,
+                              those without metrics.json included (status 'unfinished'/'failed')
     correlations.csv|.md|.tex the statistics (full precision) and the paper-layout tables
     correlations_table.csv    paper layout, 3 decimals
     figures/*.png             bars, ψ heatmap, measure-vs-gap scatter pages, layer plots
+
+The report says how many runs the correlations left out and why, how many values each
+measure lost (NaN, ±inf), which hyperparameter values disappeared with them
+(:mod:`analysis.exclusions`), and which measures are flagged rather than ranked
+(:mod:`analysis.flags`).
 """
 
 from __future__ import annotations
@@ -23,15 +29,18 @@ import pandas as pd
 from analysis import plots
 from analysis.collect import apply_filters, collect, read_histories, read_table, write_table
 from analysis.correlate import correlate
+from analysis.exclusions import left_out
 from analysis.schema import DEFAULT_GAP, SEED, AnalysisError, Design, strip
-from analysis.tables import to_markdown, write_tables
+from analysis.tables import markdown_block, notes, sort_rows, to_markdown, write_tables
 
 PANELS_PER_PAGE = 12
 
 
 def load_source(source, drop_nonconverged: bool = False, drop_diverged: bool = False,
-                min_train_acc: float | None = None, log: Callable[[str], None] = print):
-    """(table, built_from_sweeps) from a DataFrame, a table file or sweep directories."""
+                min_train_acc: float | None = None, log: Callable[[str], None] = print,
+                unfinished: bool = False):
+    """(table, built_from_sweeps) from a DataFrame, a table file or sweep directories;
+    ``unfinished``: keep run directories without metrics.json as rows (to count them)."""
     if isinstance(source, pd.DataFrame):
         return source, False
     paths = [Path(source)] if isinstance(source, (str, os.PathLike)) else [Path(s) for s in source]
@@ -41,11 +50,17 @@ def load_source(source, drop_nonconverged: bool = False, drop_diverged: bool = F
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         raise AnalysisError(f"not found: {', '.join(missing)}")
-    return collect(paths, drop_nonconverged, drop_diverged, min_train_acc, log), True
+    return collect(paths, drop_nonconverged, drop_diverged, min_train_acc, log, unfinished), True
 
 
-def _design_lines(df: pd.DataFrame, corr: pd.DataFrame) -> list[str]:
-    design = Design.from_table(df.loc[~df[corr.attrs["gap"]].isna()])
+def used_runs(df: pd.DataFrame, corr: pd.DataFrame) -> pd.DataFrame:
+    """The rows of ``df`` that :func:`correlate` used for ``corr`` (same rules, from its attrs)."""
+    f = corr.attrs.get("filters", {})
+    return df.loc[left_out(df, corr.attrs["gap"], **f).used]
+
+
+def _design_lines(df: pd.DataFrame) -> list[str]:
+    design = Design.from_table(df)
     lines = []
     for a in design.axes:
         col = a.split("+")[0]  # merged (aliased) axes are named 'hp.width+heads'
@@ -59,9 +74,14 @@ def _design_lines(df: pd.DataFrame, corr: pd.DataFrame) -> list[str]:
 
 
 def report(source, out_dir: str | Path, gap: str = DEFAULT_GAP, n_boot: int = 100, seed: int = 0,
-           drop_nonconverged: bool = False, drop_diverged: bool = False,
+           drop_nonconverged: bool = False, drop_diverged: bool = True,
            min_train_acc: float | None = None, log: Callable[[str], None] = print) -> Path:
-    """Write tables, figures and ``report.md`` into ``out_dir``; return the report path."""
+    """Write tables, figures and ``report.md`` into ``out_dir``; return the report path.
+
+    Every run of the source enters the table (from sweep directories, also those without
+    ``metrics.json``); the correlations leave out diverged runs (unless
+    ``drop_diverged=False``), failed and unfinished ones, and with the filters the
+    non-converged and low-train-accuracy ones, and the report counts each reason."""
     out = Path(out_dir)
     messages: list[str] = []
 
@@ -69,31 +89,40 @@ def report(source, out_dir: str | Path, gap: str = DEFAULT_GAP, n_boot: int = 10
         messages.append(msg)
         log(msg)
 
-    df, from_sweeps = load_source(source, drop_nonconverged, drop_diverged, min_train_acc, note)
+    df, from_sweeps = load_source(source, log=note, unfinished=True)
     out.mkdir(parents=True, exist_ok=True)
     if from_sweeps:
         write_table(df, out / "results.csv")
-    corr = correlate(df, gap=gap, n_boot=n_boot, seed=seed)
+    corr = correlate(df, gap=gap, n_boot=n_boot, seed=seed, include_diverged=not drop_diverged,
+                     converged_only=drop_nonconverged, min_train_acc=min_train_acc)
+    for line in notes(corr):
+        log(line)
     write_tables(corr, out)
-    figs = _figures(df, corr, gap, out / "figures")
+    used = used_runs(df, corr)
+    figs = _figures(used, corr, gap, out / "figures")
 
     md = [f"# Generalization-measure correlation report", "",
-          f"{corr.attrs['n_models']} models with a value of `{gap}`, "
-          f"{len(corr)} measures.", "", "## Design", "", *_design_lines(df, corr)]
+          f"{corr.attrs['n_models']} of the {corr.attrs['n_runs']} runs in the table are correlated with "
+          f"`{gap}` ({len(corr)} measures); what was left out, and why, is counted below.", "",
+          "## Design", "", *_design_lines(used)]
     if messages:
-        md += ["", "Collection and filters:", "", *[f"- {m}" for m in messages]]
+        md += ["", "Collection:", "", *[f"- {m}" for m in messages]]
+    md += ["", "## Runs and values left out", "", *markdown_block(notes(corr))]
     boot = (f"; 95% bootstrap intervals over seeds in brackets ({corr.attrs['n_boot']} replicates)"
             if corr.attrs.get("n_boot") else "")
     md += ["", "## Correlations", "",
+           "n: models each measure was scored on; "
            "τ: Jiang et al. (2020) sign-based Kendall τ over all models; Ψ: granulated Kendall "
            "(mean of ψ per axis); K: conditional mutual information (min over conditioning sets "
            "of ≤ 2 axes); SE: robust sign-error over coupled environments (Dziugaite et al. 2020, "
-           f"{'Hoeffding-weighted' if corr.attrs.get('hoeffding') else 'unweighted'})" + boot + ".",
+           f"{'Hoeffding-weighted' if corr.attrs.get('hoeffding') else 'unweighted'})" + boot
+           + "; flags: why a measure is not ranked (listed last).",
            "", to_markdown(corr), *_sign_error_note(df, corr),
            "Files: `correlations.csv` (all statistics), `correlations.md`, "
            "`correlations.tex`, `correlations_table.csv`.", "", "## Figures", "",
-           "The figures show the measures themselves; their per-layer components and diagnostics "
-           "(names like `srr.L2.Rc`, `pacbayes_flatness.sigma`) are in the tables.", ""]
+           "The figures show the measures themselves over the runs used; their per-layer components "
+           "and diagnostics (names like `srr.L2.Rc`, `pacbayes_flatness.sigma`) are in the tables. "
+           "Flagged measures are drawn in grey below the ranked ones.", ""]
     for title, path in figs:
         md += [f"### {title}", "", f"![{title}]({path.relative_to(out).as_posix()})", ""]
     path = out / "report.md"
@@ -131,7 +160,7 @@ def _figures(df: pd.DataFrame, corr: pd.DataFrame, gap: str, fig_dir: Path) -> l
     p = plots.plot_heatmap(corr, fig_dir / "psi_heatmap.png")
     if p:
         figs.append(("ψ per measure and axis", p))
-    names = list(corr.sort_values("Psi", ascending=False, na_position="last")["measure"])
+    names = list(sort_rows(corr)["measure"])  # ranked measures first, flagged ones after
     pages = [names[i:i + PANELS_PER_PAGE] for i in range(0, len(names), PANELS_PER_PAGE)]
     for k, page in enumerate(pages, 1):
         p = plots.plot_scatter(df, corr, gap, fig_dir / f"scatter_{k}.png", measures=page)

@@ -5,7 +5,9 @@ One row per trained model. Columns (spec §5):
 - ``hp.<name>``      every hyperparameter of the run; ``hp.seed`` is the seed, never an axis;
 - ``gen.<name>``     accuracies, losses, gaps, ``gen.n_test`` (test-set size), ...;
 - ``measure.<name>`` float complexity measures;
-- ``is.<flag>``      booleans (``is.converged``, ``is.diverged``, ``is.failed``);
+- ``is.<flag>``      booleans (``is.converged``, ``is.diverged``, ``is.failed``); a missing
+  ``is.converged`` (no stopping target under ``train.stop=epochs``) is NA, not False;
+- ``status``, ``diverged_reason`` text from ``metrics.json``;
 - ``run_id``, ``run_dir`` (strings, informative only).
 
 An **axis** is an ``hp.`` column other than ``hp.seed`` that takes at least two distinct
@@ -54,6 +56,16 @@ def axis_columns(df: pd.DataFrame) -> list[str]:
     return [c for c in df.columns
             if isinstance(c, str) and c.startswith(HP) and c != SEED
             and df[c].nunique(dropna=False) >= 2]
+
+
+def flag(df: pd.DataFrame, col: str) -> pd.Series:
+    """A boolean column as True/False with missing -> False (also for CSV text 'True'/'1')."""
+    if col not in df.columns:
+        return pd.Series(False, index=df.index)
+    s = df[col]
+    if s.dtype == object:
+        s = s.map(lambda v: str(v).strip().lower() in ("true", "1", "1.0") if pd.notna(v) else False)
+    return s.fillna(False).astype(bool)
 
 
 def has_seeds(df: pd.DataFrame) -> bool:

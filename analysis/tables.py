@@ -1,10 +1,12 @@
 """Correlation tables in the paper's layout (Jiang et al. 2020, Table 2; Hu et al. 2024).
 
-Rows are measures; columns are ψ per hyperparameter axis, the overall τ, Ψ, the
-conditional mutual information K and the robust sign-error (mean / p90 / max over
-environments). Rows are sorted by Ψ, then τ, best first (NaN last); numbers have 3
-decimals, and bootstrap intervals, when present, follow τ and Ψ as [lo, hi].
-Inputs are the frames returned by :func:`analysis.correlate.correlate`.
+Rows are measures; columns are the number of models ``n`` each measure was scored on, ψ
+per hyperparameter axis, the overall τ, Ψ, the conditional mutual information K, the
+robust sign-error (mean / p90 / max over environments) and the measure's ``flags``
+(:mod:`analysis.flags`). Measures without a flag come first, sorted by Ψ, then τ, best
+first (NaN last); flagged measures follow, sorted the same way: they are not ranked among
+the others. Numbers have 3 decimals, and bootstrap intervals, when present, follow τ and Ψ
+as [lo, hi]. Inputs are the frames returned by :func:`analysis.correlate.correlate`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from analysis.exclusions import measure_lines
+from analysis.flags import FLAGS_RULE, is_flagged
+
 SE_STATS = (("sign_error_mean", "SE mean"), ("sign_error_p90", "SE p90"), ("sign_error_max", "SE max"))
 
 
@@ -24,9 +29,10 @@ def axes_of(corr: pd.DataFrame) -> list[str]:
 
 
 def sort_rows(corr: pd.DataFrame, by: str = "Psi") -> pd.DataFrame:
-    """Best first by ``by`` (then τ), NaN last."""
+    """Unflagged measures first, then flagged ones; each best first by ``by`` (then τ), NaN last."""
     keys = [k for k in (by, "tau") if k in corr.columns]
-    return corr.sort_values(keys, ascending=False, na_position="last", kind="stable")
+    ranked = corr.sort_values(keys, ascending=False, na_position="last", kind="stable")
+    return ranked.iloc[np.argsort(is_flagged(ranked).to_numpy(), kind="stable")]
 
 
 def fmt(v, nan: str = "–") -> str:
@@ -54,6 +60,8 @@ def layout(corr: pd.DataFrame, nan: str = "–", sort_by: str = "Psi") -> pd.Dat
     rows = []
     for _, r in sort_rows(corr, sort_by).iterrows():
         out = {"measure": r["measure"]}
+        if "n" in corr.columns:
+            out["n"] = "" if pd.isna(r["n"]) else str(int(r["n"]))
         for a in axes_of(corr):
             out[f"ψ {a}"] = fmt(r[f"psi.{a}"], nan)
         out["τ"] = _with_ci(r, "tau", nan)
@@ -63,6 +71,8 @@ def layout(corr: pd.DataFrame, nan: str = "–", sort_by: str = "Psi") -> pd.Dat
         for key, head in SE_STATS:
             if key in corr.columns:
                 out[head] = fmt(r[key], nan)
+        if "flags" in corr.columns:
+            out["flags"] = "" if pd.isna(r["flags"]) else str(r["flags"])
         rows.append(out)
     return pd.DataFrame(rows)
 
@@ -83,16 +93,38 @@ def to_markdown(corr: pd.DataFrame, sort_by: str = "Psi") -> str:
     """GitHub Markdown table plus a line with the number of groups per axis."""
     t = layout(corr, sort_by=sort_by)
     head = list(t.columns)
-    align = ["---"] + ["---:"] * (len(head) - 1)
+    align = ["---" if h in ("measure", "flags") else "---:" for h in head]
     lines = ["| " + " | ".join(head) + " |", "| " + " | ".join(align) + " |"]
     lines += ["| " + " | ".join(str(v).replace("|", "\\|") for v in row) + " |" for row in t.values]
     note = groups_note(corr)
     return "\n".join(lines) + ("\n\n" + note + "\n" if note else "\n")
 
 
+def notes(corr: pd.DataFrame) -> list[str]:
+    """What the correlations left out (runs per reason, values per measure), the axis
+    warnings and the flags rule, as Markdown lines."""
+    lines = [*corr.attrs.get("notes", []), *measure_lines(corr)]
+    if is_flagged(corr).any():
+        lines.append(f"Flagged measures are listed last and not ranked: {FLAGS_RULE}.")
+    return lines
+
+
+def markdown_block(lines: list[str]) -> list[str]:
+    """Lines as Markdown paragraphs and list items (a list item stays in its list; a
+    'warning: ...' line becomes a bold **Warning** paragraph)."""
+    out: list[str] = []
+    for line in lines:
+        item = line.startswith("- ")
+        if out and not (item and out[-1].startswith("- ")):
+            out.append("")
+        out.append(f"**Warning**: {line[len('warning: '):]}" if line.startswith("warning: ") else line)
+    return out
+
+
 def _tex(s: str) -> str:
     for a, b in (("\\", r"\textbackslash{}"), ("&", r"\&"), ("%", r"\%"), ("$", r"\$"),
-                 ("#", r"\#"), ("_", r"\_"), ("{", r"\{"), ("}", r"\}"), ("–", "--")):
+                 ("#", r"\#"), ("_", r"\_"), ("{", r"\{"), ("}", r"\}"), ("–", "--"),
+                 ("±", r"$\pm$")):
         s = s.replace(a, b)
     return s
 
@@ -106,11 +138,13 @@ def to_latex(corr: pd.DataFrame, caption: str | None = None, label: str = "tab:c
         if h.startswith("ψ "):
             heads.append(r"$\psi_{\mathrm{" + _tex(h[2:]) + "}}$")
         else:
-            heads.append({"measure": "Measure", "τ": r"$\tau$", "Ψ": r"$\Psi$", "K": r"$K$"}.get(h, _tex(h)))
+            heads.append({"measure": "Measure", "n": r"$n$", "τ": r"$\tau$", "Ψ": r"$\Psi$",
+                          "K": r"$K$"}.get(h, _tex(h)))
     body = [" & ".join(_tex(str(v)).replace("[", r"{\scriptsize[").replace("]", "]}") for v in row)
             + r" \\" for row in t.values]
+    flagged = " Flagged measures (last rows) are not ranked." if is_flagged(corr).any() else ""
     cap = caption or ("Kendall correlations of each measure with the generalization gap "
-                      "(" + _tex(groups_note(corr)) + ").")
+                      "(" + _tex(groups_note(corr)) + "); $n$: models each measure was scored on." + flagged)
     return "\n".join([r"\begin{table}[t]", r"\centering", r"\small",
                       r"\begin{tabular}{l" + "r" * (len(heads) - 1) + "}", r"\toprule",
                       " & ".join(heads) + r" \\", r"\midrule", *body, r"\bottomrule",
@@ -120,8 +154,8 @@ def to_latex(corr: pd.DataFrame, caption: str | None = None, label: str = "tab:c
 
 def to_csv_table(corr: pd.DataFrame, sort_by: str = "Psi") -> pd.DataFrame:
     """The paper layout as numbers rounded to 3 decimals (CI bounds as separate columns)."""
-    cols = ["measure", *[f"psi.{a}" for a in axes_of(corr)], "tau", "tau_lo", "tau_hi",
-            "Psi", "Psi_lo", "Psi_hi", "cmi", "cmi_set", *[k for k, _ in SE_STATS]]
+    cols = ["measure", "n", *[f"psi.{a}" for a in axes_of(corr)], "tau", "tau_lo", "tau_hi",
+            "Psi", "Psi_lo", "Psi_hi", "cmi", "cmi_set", *[k for k, _ in SE_STATS], "flags"]
     t = sort_rows(corr, sort_by)[[c for c in cols if c in corr.columns]].copy()
     num = t.select_dtypes(include=[np.number]).columns
     t[num] = t[num].round(3).replace(-0.0, 0.0)
@@ -136,7 +170,8 @@ def write_tables(corr: pd.DataFrame, out_dir: str | Path, stem: str = "correlati
     paths = {"csv": out / f"{stem}.csv", "md": out / f"{stem}.md", "tex": out / f"{stem}.tex",
              "table_csv": out / f"{stem}_table.csv"}
     corr.to_csv(paths["csv"], index=False)
-    paths["md"].write_text(to_markdown(corr))
+    extra = markdown_block(notes(corr))
+    paths["md"].write_text(to_markdown(corr) + ("\n" + "\n".join(extra) + "\n" if extra else ""))
     paths["tex"].write_text(to_latex(corr))
     to_csv_table(corr).to_csv(paths["table_csv"], index=False)
     return paths

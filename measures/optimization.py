@@ -11,11 +11,17 @@
   dropout), mean cross-entropy; the unbiased estimate over batches. ‖ḡ‖² is the extra
   value ``grad_noise.mean_sq``.
 
-A run that never reached a milestone gives its total number of steps, a lower bound,
-flagged ``censored`` in the diagnostics.
+A milestone the run never reached is *censored*: the measure is missing (NaN), not the
+run's total number of steps (a lower bound that would rank a run that never fitted its
+training set with the fastest ones, or give ``steps_ce_0.1_to_0.01 = 0``). The diagnostics
+say ``censored: true`` and the reason, e.g. "censored: CE 0.1 never reached in 500 steps".
+A record whose final train CE is already below a milestone it does not hold was not
+checked every epoch: also NaN, with that reason. The analysis drops missing values per
+measure and counts them (``analysis.correlate``).
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Optional
 
 import torch
@@ -33,30 +39,51 @@ def _metric(ctx: MeasureContext, key: str) -> Optional[float]:
     return None if v is None else float(v)
 
 
-def _steps_to(ctx: MeasureContext, ce: str) -> tuple[float, bool]:
-    v = _metric(ctx, f"steps_to_ce_{ce}")
-    if v is not None:
-        return v, False
-    total = _metric(ctx, "steps")
-    if total is None:
-        raise MissingInput(f"the run record has neither steps_to_ce_{ce} nor steps")
-    return total, True
+def _milestone(ctx: MeasureContext, ce: str) -> tuple[float, str]:
+    """(steps at which the train CE first reached ``ce``, "") or (NaN, why it is missing).
+
+    ``steps_to_ce_<ce>`` is null in the record when the run never reached the milestone;
+    a record without the key at all predates milestones (MissingInput).
+    """
+    key = f"steps_to_ce_{ce}"
+    metrics = ctx.metrics or {}
+    if key not in metrics:
+        raise MissingInput(f"the run record has no {key}")
+    v = _metric(ctx, key)
+    if v is not None and math.isfinite(v):
+        return v, ""
+    steps = _metric(ctx, "steps")
+    final = _metric(ctx, "train_loss")
+    if final is not None and final <= float(ce):
+        return math.nan, (f"not recorded: the final train CE {final:.3g} is below {ce} but the record has "
+                          f"no {key} (the train set was not evaluated every epoch)")
+    within = f" in {int(steps)} steps" if steps is not None and math.isfinite(steps) else ""
+    return math.nan, f"censored: CE {ce} never reached{within}"
 
 
-@measure("steps_to_ce_0.1", group="optimization", needs=("run",), eq="Jiang et al. 2020 §optimisation (#steps to CE 0.1)")
+def _censored(reason: str) -> Result:
+    return Result(math.nan, {}, {"censored": True, "reason": reason})
+
+
+@measure("steps_to_ce_0.1", group="optimization", needs=("run",), version=2,
+         eq="Jiang et al. 2020 §optimisation (#steps to CE 0.1)")
 def steps_to_ce_01(ctx: MeasureContext, s: dict) -> Result:
-    """Optimisation steps until the training cross-entropy reached 0.1 (total steps if never, censored)."""
-    v, censored = _steps_to(ctx, "0.1")
-    return Result(v, {}, {"censored": censored})
+    """Optimisation steps until the training cross-entropy reached 0.1 (NaN if never: censored)."""
+    v, why = _milestone(ctx, "0.1")
+    return _censored(why) if why else Result(v, {}, {"censored": False})
 
 
-@measure("steps_ce_0.1_to_0.01", group="optimization", needs=("run",),
+@measure("steps_ce_0.1_to_0.01", group="optimization", needs=("run",), version=2,
          eq="Jiang et al. 2020 §optimisation (#steps from CE 0.1 to 0.01)")
 def steps_ce_01_to_001(ctx: MeasureContext, s: dict) -> Result:
-    """Optimisation steps from training CE 0.1 to CE 0.01 (to the end of training if never, censored)."""
-    a, ca = _steps_to(ctx, "0.1")
-    b, cb = _steps_to(ctx, "0.01")
-    return Result(b - a, {}, {"censored": ca or cb})
+    """Optimisation steps from training CE 0.1 to CE 0.01 (NaN if either was never reached: censored)."""
+    a, why = _milestone(ctx, "0.1")
+    if why:
+        return _censored(why)
+    b, why = _milestone(ctx, "0.01")
+    if why:
+        return _censored(f"{why} (CE 0.1 at step {int(a)})")
+    return Result(b - a, {}, {"censored": False})
 
 
 @measure("sum_train_loss", group="optimization", needs=("run",), eq="Ru et al. 2021 (SOTL); RGM fork's SOTL")

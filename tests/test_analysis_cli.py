@@ -36,7 +36,7 @@ def test_correlate_writes_tables_and_prints_markdown(results, tmp_path, capsys):
     assert main(["correlate", str(results), "--gap", "gen.gap_acc", "--out", str(tmp_path / "c"),
                  "--bootstrap", "20"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("| measure | ψ dropout | ψ lr | ψ variant | τ | Ψ | K |")
+    assert out.startswith("| measure | n | ψ dropout | ψ lr | ψ variant | τ | Ψ | K |")
     for name in ("correlations.csv", "correlations.md", "correlations.tex"):
         assert (tmp_path / "c" / name).is_file()
     corr = pd.read_csv(tmp_path / "c" / "correlations.csv")

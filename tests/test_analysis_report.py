@@ -20,7 +20,7 @@ except ImportError:  # tests/ on sys.path (no __init__.py)
 
 @pytest.fixture(scope="module")
 def corr():
-    df = synthetic_table({"lr": 3, "dropout": 2}, n_seeds=2, n_measures=5, seed=0)
+    df = synthetic_table({"lr": 3, "dropout": 2}, n_seeds=2, n_measures=5, seed=0).assign(**{"measure.const": 3.0})
     return df, correlate(df, n_boot=30)
 
 
@@ -28,10 +28,16 @@ def test_markdown_layout(corr):
     _, c = corr
     md = to_markdown(c)
     lines = md.splitlines()
-    assert lines[0] == "| measure | ψ lr | ψ dropout | τ | Ψ | K | SE mean | SE p90 | SE max |"
+    assert lines[0] == "| measure | n | ψ lr | ψ dropout | τ | Ψ | K | SE mean | SE p90 | SE max | flags |"
     body = [ln for ln in lines[2:] if ln.startswith("|")]
     assert len(body) == len(c)
-    psi = [float(ln.split("|")[5].split()[0]) for ln in body]
+    flags = [ln.split("|")[-2].strip() for ln in body]
+    ranked = body[:flags.count("")]
+    assert flags[len(ranked):] and all(flags[len(ranked):])  # flagged rows come last
+    assert [ln.split("|")[1].strip() for ln in body[len(ranked):]] == ["const"]
+    assert flags[-1] == "constant"
+    assert all(ln.split("|")[2].strip() == str(len(corr[0])) for ln in ranked)  # n: every model
+    psi = [float(ln.split("|")[6].split()[0]) for ln in ranked]
     assert psi == sorted(psi, reverse=True)  # best Ψ first
     assert re.search(r"\| -?\d\.\d{3} \[-?\d\.\d{3}, -?\d\.\d{3}\] \|", md)  # τ with its CI, 3 decimals
     assert "groups per axis: lr 2, dropout 3" in md
@@ -42,7 +48,7 @@ def test_latex_and_csv(corr):
     tex = to_latex(c)
     assert r"\begin{tabular}" in tex and r"$\psi_{\mathrm{lr}}$" in tex and r"signal\_00" in tex
     t = to_csv_table(c)
-    assert list(t.columns[:3]) == ["measure", "psi.lr", "psi.dropout"]
+    assert list(t.columns[:4]) == ["measure", "n", "psi.lr", "psi.dropout"] and t.columns[-1] == "flags"
     assert (t["tau"].dropna() == t["tau"].dropna().round(3)).all()
     assert fmt(-0.0001) == "0.000" and fmt(np.nan) == "–"
 
@@ -69,8 +75,9 @@ def test_report_from_sweep(tmp_path):
     md = path.read_text()
     figs = re.findall(r"!\[[^]]*\]\(([^)]+)\)", md)
     assert figs and all((out / f).is_file() and not f.startswith("/") for f in figs)
-    assert "filter drop-diverged: removed 1 of 19 rows" in md
-    assert len(pd.read_csv(out / "results.csv")) == 16
+    assert ("Runs left out of every correlation: 3 of 19 (16 used):\n\n- diverged: 1\n- not converged: 1\n"
+            "- train accuracy below 0.9 (or missing): 1\n") in md
+    assert len(pd.read_csv(out / "results.csv")) == 19  # the whole table; is.* and status say what was left out
 
 
 def test_report_from_csv(corr, tmp_path):

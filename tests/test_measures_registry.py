@@ -26,7 +26,7 @@ SMALL = {
     "hessian.n_images": 24, "hessian.probes": 3, "hessian.iters": 4, "srr.n_images": 12,
     "grad_noise.batch_size": 16, "grad_noise.n_batches": 3,
 }
-RUN = {"steps_to_ce_0.1": 30, "steps_to_ce_0.01": None, "steps": 60, "sum_train_loss": 12.5, "n_train": 96}
+RUN = {"steps_to_ce_0.1": 30, "steps_to_ce_0.01": 50, "steps": 60, "sum_train_loss": 12.5, "n_train": 96}
 
 
 def synthetic(n, seed):
