@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from .models.blocks import MSSA
 from .models.config import ModelConfig
 from .models.crate import TiedOutput
+from .rates import compression_rate
 
 SIGNS = {"Z + MSSA (crate_c)": +1.0, "Z − MSSA (crate_n)": -1.0}
 
@@ -32,8 +33,6 @@ SIGNS = {"Z + MSSA (crate_c)": +1.0, "Z − MSSA (crate_n)": -1.0}
 def run(dim: int = 64, heads: int = 4, tokens: int = 50, layers: int = 6, step: float = 0.5, eps: float = 0.1,
         seeds: Sequence[int] = range(5)) -> dict[str, torch.Tensor]:
     """R^c(Z^ℓ | U) for ℓ = 0..layers, per sign: {label: (len(seeds), layers + 1)} float64."""
-    from measures.rates import compression_rate
-
     cfg = ModelConfig(dim=dim, heads=heads, depth=1)
     out = {label: torch.empty(len(seeds), layers + 1, dtype=torch.float64) for label in SIGNS}
     for i, seed in enumerate(seeds):

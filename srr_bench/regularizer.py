@@ -4,10 +4,10 @@
 
 averaged over the images of the batch. The SRR conventions (representation, ε, λ₀,
 ``l0`` fraction/count, normalisation, cls token, subspace source, U normalisation) are
-the ``srr`` measure's settings, read through the measure itself
-(``measures.MEASURES["srr"].settings``) with the run's ``measure.settings`` overrides, so
-the regularised quantity is the measured one with ‖Z‖₁ in place of ‖Z‖₀ (the only
-non-differentiable term). Config (``reg`` section)::
+the ``srr`` measure's settings, defined once in ``srr_bench.srr`` and read with the run's
+``measure.settings`` overrides (``srr.<key>``), so the regularised quantity is the
+measured one with ‖Z‖₁ in place of ‖Z‖₀ (the only non-differentiable term). Config
+(``reg`` section)::
 
     alpha: 0.0          the weight α; 0 = plain cross-entropy (the other keys then do not
                         affect results and are left out of the run's identity)
@@ -32,10 +32,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from measures import MEASURES, MeasureContext
-from measures.rates import srr_terms
-from measures.registry import validate_overrides
-from measures.srr import check_settings, layer_bases, layer_tokens
+from .rates import srr_terms
+from .runs import flatten
+from .seeding import subset_indices
+from .srr import check_settings, layer_bases, layer_tokens, srr_per_image, srr_settings
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 LAYER_CHOICES = ("all", "random")
@@ -43,11 +43,6 @@ LAYER_CHOICES = ("all", "random")
 
 class RegularizerError(ValueError):
     """A regulariser setting that cannot apply to this model; one-line message."""
-
-
-def srr_settings(overrides: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
-    """The ``srr`` measure's effective settings with ``group.key`` overrides (e.g. measure.settings)."""
-    return MEASURES.get("srr").settings(validate_overrides(dict(overrides or {})))
 
 
 def parse_layers(layers: Union[str, int], depth: int) -> Union[str, int]:
@@ -132,13 +127,22 @@ def layer_record(model: torch.nn.Module, train_xy: tuple[Tensor, Tensor], measur
     """The ``srr`` measure's per-layer values on a fixed training subset: {"layer.<ℓ>.<q>": v}.
 
     q ∈ R, Rc, dR, l0, srr and ℓ = 1..L, exactly ``srr.L<ℓ>.<q>`` of the measure (same
-    settings, same seeded subset when ``n_images`` equals the measure's ``srr.n_images``).
+    settings, same seeded subset (``srr_bench.seeding``, seeded by ``measure.settings``'
+    ``seed``) when ``n_images`` equals the measure's ``srr.n_images``).
     No gradient, evaluation mode, no draw from the global generator: recording does not
     change training.
     """
-    overrides = dict(measure_settings or {})
-    ctx = MeasureContext(model, train=train_xy, seed=int(overrides.pop("seed", 0)),
-                         device=next(model.parameters()).device)
-    overrides.update({"srr.n_images": n_images, "srr.split": "train"})
-    res = MEASURES.get("srr")(ctx, overrides)
-    return {f"layer.{k[1:]}": v for k, v in res.extra.items() if k[0] == "L"}
+    s = srr_settings(measure_settings)
+    seed = int(flatten(dict(measure_settings or {})).get("seed", 0))
+    x, _ = train_xy
+    idx = subset_indices(len(x), n_images, seed, "train")
+    device = next(model.parameters()).device
+    x = (x if idx is None else x[torch.as_tensor(idx, device=x.device)]).to(device)
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        per, _ = srr_per_image(model, x, s)
+    finally:
+        for m, was_training in modes:  # every submodule back to its own mode
+            m.training = was_training
+    return {f"layer.{layer}.{q}": v for q in per for layer, v in enumerate(per[q].mean(1).tolist(), start=1)}

@@ -2,9 +2,11 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from srr_bench.checkpoints import from_reference_state_dict
 from srr_bench.models import MODELS, build_model, count_parameters
+from srr_bench.models.blocks import multi_head_attention
 from srr_bench.models.reference import ReferenceCRATE
 
 SMALL = dict(image_size=16, patch_size=4, channels=3, num_classes=5, dim=32, depth=2, heads=4)
@@ -92,6 +94,53 @@ def test_output_operators_are_what_their_names_say():
 def test_square_variants_refuse_non_square_heads():
     with pytest.raises(ValueError, match="heads\\*dim_head == dim"):
         build_model(dict(SMALL, name="crate_t", dim_head=4))
+
+
+# Output dropout after the MSSA output operator, as the reference code: only after a learned
+# projection (Ma-Lab-Berkeley/CRATE ``to_out = Sequential(Linear, Dropout)``); the first
+# author's CRATE-T code (huyunzhe/hyper-set ``CRATETAttention``) drops attention weights only.
+OUTPUT_DROPOUT = {"crate": True, "crate_fix": True, "crate_c": False, "crate_n": False, "crate_t": False,
+                  "crate_identity": False}
+
+
+@pytest.mark.parametrize("name", sorted(OUTPUT_DROPOUT))
+def test_mssa_dropout_is_where_the_reference_code_puts_it(name):
+    """Train mode, p = 0.5, same generator state: the MSSA output is the operator on the
+    dropped-out attention, followed by a dropout only after a learned projection."""
+    p = 0.5
+    torch.manual_seed(0)
+    mssa = build_model(dict(SMALL, name=name, depth=1, dropout=p)).layers[0].mssa.train()
+    x = torch.randn(2, 5, 32)
+    torch.manual_seed(1)
+    got = mssa(x)
+    torch.manual_seed(1)
+    w = mssa.qkv(x)
+    expected = mssa.out_op(multi_head_attention(w, w, w, SMALL["heads"], p), mssa.qkv.weight)
+    if OUTPUT_DROPOUT[name]:
+        expected = F.dropout(expected, p, training=True)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    assert not torch.allclose(got, mssa.eval()(x))  # the attention map is dropped in every variant
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_dropout_modules_per_variant(name):
+    m = build_model(dict(SMALL, name=name, dropout=0.3))
+    count = lambda mod: sum(isinstance(sub, nn.Dropout) for sub in mod.modules())
+    # crate, crate_fix: after the output projection; ViT: after its projection and twice in its MLP
+    assert count(m.layers[0]) == {"crate": 1, "crate_fix": 1, "vit": 3}.get(name, 0)
+    if name != "vit":
+        assert m.layers[0].mssa.attn_dropout == 0.3
+        old = build_model(dict(SMALL, name=name, dropout=0.3, dropout_placement="every_output"))
+        assert count(old.layers[0]) == 1  # the placement before issue 10, kept for old runs
+
+
+def test_crate_without_output_projection_has_no_output_dropout():
+    """K = 1, p = d: the reference code's ``to_out`` is the identity, without dropout."""
+    m = build_model(dict(SMALL, name="crate", heads=1, dropout=0.3))
+    assert isinstance(m.layers[0].mssa.out_op.proj, nn.Identity)
+    assert not any(isinstance(sub, nn.Dropout) for sub in m.layers[0].modules())
+    with pytest.raises(ValueError, match="dropout_placement must be one of reference, every_output"):
+        build_model(dict(SMALL, dropout_placement="everywhere"))
 
 
 @pytest.mark.parametrize("name", MODELS.names())

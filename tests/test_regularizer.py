@@ -8,7 +8,9 @@ import torch
 from measures import MEASURES, MeasureContext
 from measures.rates import logdet_eye_plus
 from srr_bench.models import ModelConfig, build_model
-from srr_bench.regularizer import RegularizerError, SRRRegularizer, parse_layers
+from measures.registry import validate_overrides
+from srr_bench.regularizer import RegularizerError, SRRRegularizer, layer_record, parse_layers
+from srr_bench.srr import SettingError, srr_settings
 from srr_bench.runs import hparams, run_id
 from srr_bench.train import train
 from sweeps.schema import ConfigError, validate
@@ -79,6 +81,34 @@ def test_gradient_reaches_the_layers_below_and_u_unless_detached(model_and_batch
     assert torch.equal(g["layers.0.mssa.qkv.weight"], grads[True]["layers.0.mssa.qkv.weight"])
 
 
+@pytest.mark.parametrize("overrides", [{}, {"srr.eps": "0.2", "srr.cls": "false", "srr.n_images": "64.0"},
+                                       {"srr.normalize": "head", "srr.l0_representation": "mssa_in", "seed": 3}])
+def test_core_srr_settings_are_the_measures_settings(overrides):
+    """The core reads ``srr.*`` overrides as the measure does (types from the defaults), without the measures."""
+    measure = MEASURES.get("srr").settings(validate_overrides(overrides))
+    core = srr_settings({**overrides, "sharpness.radius": 0.5})  # other groups: the measures' business
+    assert core == {k: v for k, v in measure.items() if k not in ("seed", "version")}
+    assert srr_settings({"srr": {"eps": 0.3, "cls": False}}) == srr_settings({"srr.eps": 0.3, "srr.cls": False})
+    with pytest.raises(SettingError, match="unknown setting 'srr.nope'; srr has: srr.chunk, srr.cls"):
+        srr_settings({"srr.nope": 1})
+    with pytest.raises(SettingError, match="setting 'srr.n_images': cannot read 'many' as int"):
+        srr_settings({"srr.n_images": "many"})
+
+
+def test_layer_record_is_the_measure_on_its_seeded_subset(model_and_batch):
+    """The record draws the measure's subset (seed from measure.settings) and returns its per-layer values."""
+    model, x, y = model_and_batch
+    model.train()
+    settings = {"seed": 3, "srr": {"normalize": "none"}}
+    record = layer_record(model, (x, y), settings, n_images=7)
+    assert model.training and all(m.training for m in model.modules())  # the caller's mode is restored
+    ctx = MeasureContext(model, train=(x, y), seed=3)
+    measured = MEASURES.get("srr")(ctx, {"srr.normalize": "none", "srr.n_images": 7}).extra
+    assert record == {f"layer.{k[1:]}": v for k, v in measured.items() if k.startswith("L")}
+    other_subset = layer_record(model, (x, y), {**settings, "seed": 4}, n_images=7)
+    assert other_subset["layer.1.R"] != record["layer.1.R"]
+
+
 def test_layer_choice_random_is_seeded_by_step_and_covers_all_layers():
     reg = _reg("random", depth=4)
     draws = [reg.layer_set(step) for step in range(200)]
@@ -118,7 +148,7 @@ def test_regularised_training_lowers_the_measured_srr(small_cfg, tmp_path):
         assert m["status"] == "done"
         values[name] = compute(tmp_path / name, ["srr"])["values"]
     hist = pd.read_csv(tmp_path / "reg" / "history.csv")
-    assert "batch_srr" in hist.columns and hist["batch_srr"].notna().all()
+    assert "batch_srr" in hist.columns and hist.loc[hist["step"] > 0, "batch_srr"].notna().all()  # every trained epoch
     assert "batch_srr" not in pd.read_csv(tmp_path / "ce" / "history.csv").columns
     assert values["reg"]["srr"] < values["ce"]["srr"] - 5  # ~2 (CE) against ~-20 (CE + SRR) per layer
 

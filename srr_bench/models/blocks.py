@@ -72,7 +72,10 @@ class MSSA(nn.Module):
     w_k = U_kᵀ z with U_k = W[kp:(k+1)p]ᵀ. Attention is softmax(w_k w_kᵀ / sqrt(p)) over
     keys, out_k = attn · w_k, heads are concatenated, and ``out_op(out, W)`` maps
     R^{Kp} back to R^d. The output operator is what distinguishes the CRATE variants
-    (see ``crate.py``); output dropout follows it in every variant.
+    (see ``crate.py``). Dropout (``cfg.dropout``) acts on the attention map in every
+    variant and, as in the reference code, on the output only after a learned projection
+    (an operator whose ``project_out`` is true); ``dropout_placement = every_output``
+    puts it after every operator (see ``ModelConfig``).
     """
 
     def __init__(self, cfg: ModelConfig, out_op: nn.Module):
@@ -81,7 +84,8 @@ class MSSA(nn.Module):
         self.attn_dropout = cfg.dropout
         self.qkv = nn.Linear(cfg.dim, cfg.inner_dim, bias=False)
         self.out_op = out_op
-        self.out_dropout = nn.Dropout(cfg.dropout)
+        out_dropout = out_op.project_out or cfg.dropout_placement == "every_output"
+        self.out_dropout = nn.Dropout(cfg.dropout) if out_dropout else nn.Identity()
 
     def forward(self, x: Tensor) -> Tensor:
         w = self.qkv(x)  # (B, N, Kp); column form: U_kᵀ Z for every head

@@ -11,6 +11,16 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 
+# Where ``dropout`` acts besides the attention map (every variant drops attention weights):
+# - ``reference``: as the reference code, only after a learned output projection (``crate``,
+#   ``crate_fix`` and the ViT; Ma-Lab-Berkeley/CRATE ``to_out = Sequential(Linear, Dropout)``),
+#   none after the tied, transposed or identity operators (``crate_c``, ``crate_n``,
+#   ``crate_t``, ``crate_identity``; the first author's CRATE-T code has attention dropout only);
+# - ``every_output``: after every MSSA output operator, the suite's placement before issue 10
+#   (kept to reproduce runs trained with it).
+DROPOUT_PLACEMENTS = ("reference", "every_output")
+
+
 @dataclass
 class ModelConfig:
     name: str = "crate"  # registered model name: crate, crate_c, crate_n, crate_t, ...
@@ -22,7 +32,8 @@ class ModelConfig:
     depth: int = 12  # L, number of layers
     heads: int = 6  # K, number of heads (subspaces)
     dim_head: Optional[int] = None  # p; None means dim // heads
-    dropout: float = 0.0  # attention-map dropout and output dropout of every layer
+    dropout: float = 0.0  # attention-map dropout of every layer; output dropout as dropout_placement says
+    dropout_placement: str = "reference"  # reference | every_output (see DROPOUT_PLACEMENTS)
     emb_dropout: float = 0.0  # dropout after the embedding
     pool: str = "cls"  # cls | mean
     ista_step: float = 0.1  # eta, ISTA step size (reference code: 0.1)
@@ -36,6 +47,9 @@ class ModelConfig:
             self.dim_head = self.dim // self.heads
         if self.image_size % self.patch_size:
             raise ValueError(f"image_size={self.image_size} is not divisible by patch_size={self.patch_size}")
+        if self.dropout_placement not in DROPOUT_PLACEMENTS:
+            raise ValueError(f"dropout_placement must be one of {', '.join(DROPOUT_PLACEMENTS)}, "
+                             f"not {self.dropout_placement!r}")
         if self.pool not in ("cls", "mean"):
             raise ValueError(f"pool must be 'cls' or 'mean', not {self.pool!r}")
 

@@ -19,6 +19,10 @@ variant            operator (column form)                   PyTorch (rows)
 ``crate_fix``      W_out·out + b, frozen at initialisation  ``proj(out)``, no grad
 ``crate_identity`` identity (Kp = d)                        ``out``
 =================  ======================================  ==========================
+
+Dropout: on the attention map in every variant; on the output only after the learned
+projection of ``crate`` / ``crate_fix`` (``project_out``), as the reference code
+(``ModelConfig.dropout_placement``).
 """
 from __future__ import annotations
 
@@ -36,13 +40,14 @@ OUTPUT_OPERATORS: Registry = Registry("MSSA output operator")
 class LearnedOutput(nn.Module):
     """``crate``: the original CRATE, a learnable Linear(Kp -> d) with bias.
 
-    As the reference code, K = 1 with p = d has no output projection (identity).
+    As the reference code, K = 1 with p = d has no output projection (identity), and then
+    no output dropout either (``project_out`` false).
     """
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        identity = cfg.heads == 1 and cfg.dim_head == cfg.dim
-        self.proj = nn.Identity() if identity else nn.Linear(cfg.inner_dim, cfg.dim)
+        self.project_out = not (cfg.heads == 1 and cfg.dim_head == cfg.dim)
+        self.proj = nn.Linear(cfg.inner_dim, cfg.dim) if self.project_out else nn.Identity()
 
     def forward(self, out: Tensor, W: Tensor) -> Tensor:
         return self.proj(out)
@@ -67,6 +72,8 @@ class TiedOutput(nn.Module):
     so that the step compresses.
     """
 
+    project_out = False  # no learned projection: no output dropout (reference placement)
+
     def __init__(self, cfg: ModelConfig, sign: float):
         super().__init__()
         self.sign = sign
@@ -90,6 +97,8 @@ class TransposeOutput(nn.Module):
     The transpose tying of the first author's later public code (CRATE-T).
     """
 
+    project_out = False  # no learned projection: no output dropout (reference placement)
+
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         _square(cfg, "crate_t")
@@ -100,6 +109,8 @@ class TransposeOutput(nn.Module):
 
 class IdentityOutput(nn.Module):
     """``crate_identity``: the concatenated head outputs unchanged (needs Kp = d)."""
+
+    project_out = False  # no learned projection: no output dropout (reference placement)
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()

@@ -3,6 +3,9 @@
 Layer: Z^{ℓ+1/2} = Z + Proj(MHA(LN1(Z))) with separate Q, K, V projections (with bias),
 Z^{ℓ+1} = Z^{ℓ+1/2} + MLP(LN2(Z^{ℓ+1/2})) with a GELU MLP of width mlp_ratio·d.
 The embedding and head are CRATE's, so the two differ only in their layers.
+Dropout (``cfg.dropout``) as a standard ViT (vit-pytorch, timm): on the attention map,
+after the output projection and after the MLP's activation and output; the projection
+is learned, so this is also the reference placement (``dropout_placement`` changes nothing here).
 SRR on a ViT takes U^ℓ from the query, key or value projection (``source``).
 """
 from __future__ import annotations
