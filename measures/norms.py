@@ -1,18 +1,30 @@
 """Size, norm and spectral measures (Jiang et al. 2020 eqs. 20, 29–42; RGM's conventions).
 
-Two views of the weights:
+Two views of the weights (``measures.weights`` defines what a weight is, once):
 
-- the parameter vector w (``params``, ``l2``, ``l2_dist``, the PAC-Bayes bounds): the
-  trainable parameters except biases and normalisation gains/shifts (RGM's "weights":
-  no bias, no BN), each tied tensor once;
-- the layer matrices W_l (everything with Σ_l or Π_l): the linear maps of the forward
-  pass, from ``layer_matrices``. On CRATE these are the patch embedding, each head's
-  U_kᵀ (the row block of the shared qkv projection), the MSSA output operator, each ISTA
-  dictionary D and the classifier head. The output operator is the learned (or, in
-  crate_fix, frozen) W_out; in crate_c/n/t it *is* the qkv matrix W (used as ±Wᵀ or W), so
-  W appears once more as that layer; crate_identity's identity is no weight. On the ViT,
-  each head's q/k/v block, the attention output and the MLP layers. On any other module,
-  every Linear weight and every conv kernel reshaped to (out, in·k·k).
+- the parameter vector w (``params``, ``l2``, ``l2_dist``, and the PAC-Bayes bounds):
+  the learned weights, ``weights.weights(model)``: every parameter with ≥ 2 dimensions
+  except normalisation parameters, biases and additive token parameters (cls token,
+  positional embedding), each tied tensor once;
+- the layer matrices W_l (everything with Σ_l or Π_l): every weight of the function,
+  learned or frozen, split into the linear maps the forward pass applies
+  (``layer_matrices``). Rules, by owning module:
+
+  * ``MSSA`` (CRATE): the shared W = ``qkv.weight`` (Kp×d) as one matrix per head,
+    U_kᵀ = its k-th row block; in crate_c/n/t the output operator *is* ±W or Wᵀ, so W
+    enters once more as that layer (``<name>.out_op(tied)``), the one weight that is a
+    layer twice because the forward pass applies it twice; crate_identity's identity is
+    no weight;
+  * the ViT's attention: each head's block of the q, k and v projections;
+  * ``nn.MultiheadAttention``: ``in_proj_weight`` (3E×E) as its q, k, v row blocks, each
+    split per head (or ``q/k/v_proj_weight`` when the key/value sizes differ);
+  * ``ISTA``: the dictionary D;
+  * any other weight: one matrix, ``p.reshape(p.shape[0], -1)``, named by its module for
+    a ``weight`` attribute (Linear as is, conv kernels as (out, in·k·k) as RGM,
+    ``nn.Embedding`` as its table) and by its parameter name otherwise.
+
+  So every weight's entries lie in exactly one of its layer matrices (plus the tied
+  re-use above), and nothing else is a layer matrix.
 
 Spectral norms are exact (``torch.linalg.matrix_norm(ord=2)``, float64). LayerNorm makes
 the next linear map scale-invariant, so products of norms are not reparametrisation
@@ -25,50 +37,66 @@ size adjustment (``log`` measures ½(v − log m), others √(v/m)) is added as
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Iterator, Optional
 
 import torch
 from torch import Tensor, nn
 
 from srr_bench.models.blocks import ISTA, MSSA
-from srr_bench.models.crate import IdentityOutput, TiedOutput, TransposeOutput
+from srr_bench.models.crate import TiedOutput, TransposeOutput
 from srr_bench.models.vit import MultiHeadAttention
 
-from .context import MeasureContext, flat, trainable
+from .context import MeasureContext
 from .output import margin
 from .registry import Result, measure, settings_group, size_adjusted
+from .weights import Weight, weight_entries, weight_vectors, weights
 
 settings_group("norms", margin_percentile=10.0, margin_n_images=None)
 
 
+def _heads(prefix: str, W: Tensor, heads: int) -> Iterator[tuple[str, Tensor]]:
+    """One matrix per head: the row blocks of W, named prefix0..prefix{K-1}."""
+    for k, block in enumerate(W.chunk(heads, dim=0)):
+        yield f"{prefix}{k}", block
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _split(w: Weight, parent: Optional[nn.Module]) -> Iterator[tuple[str, Tensor]]:
+    """The layer matrices of one weight, given the module that holds its owner (module docstring)."""
+    mod, attr, W, name = w.module, w.attr, w.tensor, w.module_name
+    child = name.rpartition(".")[2]
+    if isinstance(parent, MultiHeadAttention) and child in ("q", "k", "v"):
+        yield from _heads(name, W, parent.heads)
+    elif isinstance(parent, MSSA) and child == "qkv":
+        yield from _heads(name[: -len("qkv")] + "U", W, parent.heads)
+        if isinstance(parent.out_op, (TiedOutput, TransposeOutput)):
+            yield name[: -len("qkv")] + "out_op(tied)", W
+    elif isinstance(mod, nn.MultiheadAttention) and attr == "in_proj_weight":
+        for proj, block in zip("qkv", W.chunk(3, dim=0)):
+            yield from _heads(_join(name, proj), block, mod.num_heads)
+    elif isinstance(mod, nn.MultiheadAttention) and attr.endswith("_proj_weight"):
+        yield from _heads(_join(name, attr[0]), W, mod.num_heads)
+    elif isinstance(mod, ISTA):
+        yield _join(name, "D"), W
+    else:
+        yield (name if attr == "weight" and name else w.name), W.reshape(W.shape[0], -1)
+
+
 def layer_matrices(model: nn.Module) -> dict[str, Tensor]:
     """The weight matrices of the forward pass, by name (see module docstring); detached views."""
+    modules = dict(model.named_modules())
     out: dict[str, Tensor] = {}
-    claimed: set[int] = set()
-    for name, mod in model.named_modules():
-        if isinstance(mod, MSSA):
-            W = mod.qkv.weight.detach()  # (Kp, d); rows k·p..(k+1)·p are U_kᵀ
-            for k, block in enumerate(W.chunk(mod.heads, dim=0)):
-                out[f"{name}.U{k}"] = block
-            claimed.add(id(mod.qkv))
-            if isinstance(mod.out_op, (TiedOutput, TransposeOutput)):
-                out[f"{name}.out_op(tied)"] = W
-        elif isinstance(mod, MultiHeadAttention):
-            for proj in ("q", "k", "v"):
-                lin = getattr(mod, proj)
-                for k, block in enumerate(lin.weight.detach().chunk(mod.heads, dim=0)):
-                    out[f"{name}.{proj}{k}"] = block
-                claimed.add(id(lin))
-        elif isinstance(mod, ISTA):
-            out[f"{name}.D"] = mod.weight.detach()
-        elif isinstance(mod, IdentityOutput):
-            pass
-        elif isinstance(mod, nn.Linear) and id(mod) not in claimed:
-            out[name] = mod.weight.detach()
-        elif isinstance(mod, nn.modules.conv._ConvNd):
-            out[name] = mod.weight.detach().flatten(1)
+    for w in weight_entries(model, learned_only=False):
+        parent = modules[w.module_name.rpartition(".")[0]] if w.module_name else None
+        for key, mat in _split(w, parent):
+            if key in out:
+                raise ValueError(f"two layer matrices named {key!r}")
+            out[key] = mat
     if not out:
-        raise ValueError(f"{type(model).__name__} has no weight matrices (Linear, conv, MSSA, ISTA)")
+        raise ValueError(f"{type(model).__name__} has no weight matrices (no parameter with two or more dimensions)")
     return out
 
 
@@ -100,13 +128,6 @@ def distance_norms(ctx: MeasureContext) -> dict[str, Tensor]:
     return ctx.cached("distance_norms", run)
 
 
-def weight_vectors(ctx: MeasureContext) -> tuple[Tensor, Tensor]:
-    """(w, w − w₀) over RGM's weights (see module docstring), float64; w − w₀ needs init."""
-    w = trainable(ctx.model, "weights")
-    w0 = trainable(ctx.init_model, "weights")
-    return flat(w).double(), flat(w).double() - flat([w0[k] for k in w]).double()
-
-
 def _result(ctx: MeasureContext, s: dict[str, Any], value: float, kind: str, **diag: Any) -> Result:
     extra = {"size_adjusted": size_adjusted(kind, value, ctx.train_size)} if s.get("size_adjusted") else {}
     return Result(value, extra, diag)
@@ -118,26 +139,25 @@ def _log_margin(ctx: MeasureContext, s: dict) -> float:
 
 
 # ---- size and vector norms ------------------------------------------------------------------
-@measure("params", group="norms", eq="Jiang et al. 2020 eq. (20)", size_adjust="sqrt")
+@measure("params", group="norms", eq="Jiang et al. 2020 eq. (20)", size_adjust="sqrt", version=2)
 def params(ctx: MeasureContext, s: dict) -> Result:
-    """Number of trainable weights (no biases, no norm parameters; tied tensors once)."""
-    n = sum(p.numel() for p in trainable(ctx.model, "weights").values())
+    """Number of learned weights (``measures.weights``: no biases, norm or token parameters; tied once)."""
+    n = sum(p.numel() for p in weights(ctx.model).values())
     total = sum(p.numel() for p in {id(p): p for p in ctx.model.parameters()}.values())
     frozen = sum(p.numel() for p in ctx.model.parameters() if not p.requires_grad)
     return _result(ctx, s, float(n), "sqrt", all_parameters=total, frozen_parameters=frozen)
 
 
-@measure("l2", group="norms", eq="RGM L2: ‖w‖₂", size_adjust="sqrt")
+@measure("l2", group="norms", eq="RGM L2: ‖w‖₂", size_adjust="sqrt", version=2)
 def l2(ctx: MeasureContext, s: dict) -> Result:
-    """‖w‖₂ over the trainable weights (no square)."""
-    w = flat(trainable(ctx.model, "weights")).double()
-    return _result(ctx, s, w.norm().item(), "sqrt")
+    """‖w‖₂ over the learned weights (no square)."""
+    return _result(ctx, s, weight_vectors(ctx.model)[0].norm().item(), "sqrt")
 
 
-@measure("l2_dist", group="norms", needs=("init",), eq="RGM L2_DIST: ‖w − w₀‖₂", size_adjust="sqrt")
+@measure("l2_dist", group="norms", needs=("init",), eq="RGM L2_DIST: ‖w − w₀‖₂", size_adjust="sqrt", version=2)
 def l2_dist(ctx: MeasureContext, s: dict) -> Result:
-    """‖w − w₀‖₂ over the trainable weights (no square)."""
-    return _result(ctx, s, weight_vectors(ctx)[1].norm().item(), "sqrt")
+    """‖w − w₀‖₂ over the learned weights (no square)."""
+    return _result(ctx, s, weight_vectors(ctx.model, ctx.init_model)[1].norm().item(), "sqrt")
 
 
 # ---- sums over layer matrices -----------------------------------------------------------------

@@ -1,101 +1,14 @@
-"""PAC-Bayes σ search, sharpness and the Hessian estimators against closed forms."""
-import copy
-import math
-
+"""Sharpness and the Hessian estimators against closed forms (PAC-Bayes: test_measures_pacbayes.py)."""
 import pytest
 import torch
 import torch.nn.functional as F
-from scipy.stats import norm
-from torch import nn
 from torch.func import functional_call
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from measures import MEASURES, MeasureContext
 from measures.context import trainable
 from measures.hessian import hutchinson_trace, loss_hvp, power_iteration
-from measures.pacbayes import accuracy_drop, sigma_search, standard_normal
 from srr_bench.models import build_model
-
-Z90 = norm.ppf(0.9)
-
-
-def planted_linear(D=256, n=2000, margin=1.0, r=4.0, a=8.0, seed=0):
-    """A 2-class linear classifier whose accuracy drop under weight noise is known.
-
-    Logit difference = v·x with ‖v‖ = a; every x_i has norm r and margin m = 1. With
-    noise N(0, s²) on every weight the logit difference moves by N(0, 2 s² r²), so the
-    expected accuracy drop is Φ(−m / (√2 s r)); it reaches 0.1 at s* = m / (√2 r z₀.₉).
-    The weights all have magnitude a/(2√D), so the magnitude-aware noise is isotropic too.
-    """
-    g = torch.Generator().manual_seed(seed)
-    v = torch.where(torch.rand(D, generator=g) < 0.5, -1.0, 1.0) * a / math.sqrt(D)
-    lin = nn.Linear(D, 2, bias=False)
-    with torch.no_grad():
-        lin.weight.copy_(torch.stack([-v / 2, v / 2]))
-    y = torch.randint(0, 2, (n,), generator=g)
-    along = (2 * y - 1).float()[:, None] * (margin / a) * v / a  # component along v: margin m
-    o = torch.randn(n, D, generator=g)
-    o = o - (o @ v)[:, None] * v / a**2  # orthogonal to v
-    o = o / o.norm(dim=1, keepdim=True) * math.sqrt(r**2 - (margin / a) ** 2)
-    return lin, (along + o, y), margin / (math.sqrt(2) * r)
-
-
-SEARCH = {"pacbayes.n_images": None, "pacbayes.mc_samples": 16, "pacbayes_mag.n_images": None,
-          "pacbayes_mag.mc_samples": 16}
-
-
-def test_pacbayes_search_recovers_a_planted_sigma():
-    lin, data, scale = planted_linear()
-    ctx = MeasureContext(lin, train=data, seed=0)
-    r = MEASURES.get("pacbayes_flatness")(ctx, SEARCH)
-    sigma = r.extra["sigma"]
-    assert r.diagnostics["converged"] and r.diagnostics["clean_acc"] == 1.0
-    true_drop = norm.cdf(-1 / (sigma / scale))  # closed-form drop at the found σ
-    assert abs(true_drop - 0.1) <= 0.02
-    assert sigma == pytest.approx(scale / Z90, rel=0.1)  # σ is the std (σ² as std would give √σ*)
-    assert r.value == pytest.approx(1 / sigma**2)
-    lo, hi = r.diagnostics["ci95"]
-    assert lo <= r.diagnostics["drop"] <= hi and abs(r.diagnostics["drop"] - 0.1) <= 0.01
-
-
-def test_magnitude_aware_noise_variance_is_sigma2_w2_plus_eps2():
-    lin, data, scale = planted_linear()
-    w = lin.weight.abs()[0, 0].item()
-    ctx = MeasureContext(lin, train=data, seed=0)
-    r = MEASURES.get("pacbayes_mag_flatness")(ctx, {**SEARCH, "pacbayes_mag.eps": 1e-3})
-    s_eff = math.sqrt(r.extra["sigma"] ** 2 * w**2 + 1e-3**2)  # the noise std actually applied
-    assert r.diagnostics["converged"]
-    assert s_eff == pytest.approx(scale / Z90, rel=0.1)
-
-
-def test_accuracy_drop_grows_with_sigma_and_uses_common_random_numbers():
-    lin, data, scale = planted_linear(n=500)
-    ctx = MeasureContext(lin, train=data, seed=3)
-    s = {**MEASURES.get("pacbayes_flatness").settings({}), "n_images": None, "mc_samples": 4}
-    f = accuracy_drop(ctx, s, None)
-    drops = [f(k * scale / 4)["drop"] for k in range(1, 9)]
-    assert all(b >= a for a, b in zip(drops, drops[1:])) and drops[-1] > drops[0]
-    assert f(0.0)["drop"] == 0.0
-    other = MeasureContext(copy.deepcopy(lin), train=data, seed=3)  # another model, same seed
-    params = trainable(lin)
-    a, b = standard_normal(ctx, params, 2), standard_normal(other, params, 2)
-    assert all(torch.equal(a[k], b[k]) for k in a)
-    c = standard_normal(MeasureContext(lin, train=data, seed=4), params, 2)
-    assert not torch.equal(a["weight"], c["weight"])
-
-
-def test_sigma_search_doubles_past_rgms_cap_and_flags_non_convergence():
-    target = 5.0  # the σ with drop 0.1: beyond RGM's fixed [0, 2] bracket
-    f = lambda s: {"drop": 0.5 * norm.cdf(math.log(s / target) * 2 + norm.ppf(0.2))}
-    r = sigma_search(f, sigma0=0.01)
-    assert r["converged"] and abs(f(r["sigma"])["drop"] - 0.1) <= 0.01
-    assert r["sigma"] == pytest.approx(target, rel=0.05)
-    bisect = sigma_search(f, sigma0=0.01, split="bisect")
-    assert bisect["converged"] and bisect["evals"] >= r["evals"]
-    stuck = sigma_search(lambda s: {"drop": min(0.05, s)}, sigma0=0.01, max_evals=50)  # cannot lose 0.1
-    assert not stuck["converged"]
-    too_much = sigma_search(lambda s: {"drop": 0.5}, sigma0=1.0, max_evals=50)
-    assert not too_much["converged"]
 
 
 def tiny_trained(name="crate", steps=40, seed=0):
