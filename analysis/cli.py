@@ -7,6 +7,8 @@
     srr-analyze report SWEEP_DIR_or_CSV... --out DIR [--gap ...] [--bootstrap N]
                        [--include-diverged] [--drop-nonconverged] [--min-train-acc X]
     srr-analyze regularization SWEEP_DIR_or_CSV... --out DIR [--drop-diverged]
+    srr-analyze sensitivity SWEEP_DIR_or_CSV... --out DIR [--measure srr] [--gaps gap_acc,gap_loss]
+                            [--values last] [--bootstrap N] [--seed S] [filters as correlate]
 
 ``correlate`` and ``report`` leave diverged, failed and unfinished runs (and with the
 filters non-converged and low-accuracy ones) out of the correlations and print, on stderr,
@@ -14,6 +16,12 @@ how many runs were left out per reason, how many values each measure lost (NaN, 
 and a warning for every hyperparameter axis that lost a value; measures that are
 constant, nearly constant, NaN or ±inf on part of the runs are flagged, not ranked
 (:mod:`analysis.exclusions`, :mod:`analysis.flags`).
+
+``sensitivity`` scores every specification of one measure (``measure.srr`` and every
+``measure.srr[key=value,...]`` column, see measures.specs; SRR's layer aggregation is the
+column ``.last`` against the main value, the mean) against each gap: τ and Ψ with
+seed-bootstrap intervals, written as sensitivity_<measure>.csv|.md and one specification
+curve per gap (figures/spec_curve_<measure>_<gap>.png) into DIR (:mod:`analysis.sensitivity`).
 
 ``regularization`` compares CE+SRR runs with their cross-entropy baselines (test accuracy,
 95% intervals; see analysis.regularization): it writes regularization.csv|.md|.tex and the
@@ -75,6 +83,18 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--seed", type=int, default=0)
     _filters(m, correlations=True)
 
+    s = sub.add_parser("sensitivity", help="tau and Psi of every specification of a measure: table and figure")
+    s.add_argument("source", nargs="+", metavar="SWEEP_DIR_or_CSV")
+    s.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    s.add_argument("--measure", default="srr", help="the measure whose specifications are compared (default srr)")
+    s.add_argument("--gaps", default="gap_acc,gap_loss", help="comma-separated gap columns (default gap_acc,gap_loss)")
+    s.add_argument("--values", default=None, metavar="SUFFIXES",
+                   help="comma-separated value suffixes scored per specification ('main' = the main value); "
+                        "default: mean and last when the measure stores both, else the main value")
+    s.add_argument("--bootstrap", type=int, default=200, metavar="N", help="seed-bootstrap replicates (default 200)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the bootstrap generator")
+    _filters(s, correlations=True)
+
     g = sub.add_parser("regularization", help="CE vs CE+SRR test accuracy: tables and figures")
     g.add_argument("source", nargs="+", metavar="SWEEP_DIR_or_CSV")
     g.add_argument("--out", required=True, metavar="DIR", help="output directory")
@@ -121,6 +141,8 @@ def _run(args: argparse.Namespace) -> int:
                  *plot_layerwise(df, args.out)]
         print(format_table(table, "md"), end="")
         _log("wrote " + ", ".join(str(p) for p in paths))
+    elif args.command == "sensitivity":
+        _sensitivity(args)
     else:
         from analysis.report import report
         src = args.source[0] if len(args.source) == 1 else args.source
@@ -129,6 +151,29 @@ def _run(args: argparse.Namespace) -> int:
                       min_train_acc=args.min_train_acc, log=_log)
         _log(f"wrote {path}")
     return 0
+
+
+def _sensitivity(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from analysis.plots import plot_spec_curve
+    from analysis.report import load_source
+    from analysis.sensitivity import gap_column, sensitivity, to_markdown, write_sensitivity
+    src = args.source[0] if len(args.source) == 1 else args.source
+    df, _ = load_source(src, log=_log)
+    gaps = [gap_column(g) for g in args.gaps.split(",") if g.strip()]
+    values = None if args.values is None else ["" if v.strip() == "main" else v.strip()
+                                               for v in args.values.split(",") if v.strip()]
+    table = sensitivity(df, args.measure, gaps, values, n_boot=args.bootstrap, seed=args.seed,
+                        include_diverged=args.include_diverged, converged_only=args.drop_nonconverged,
+                        min_train_acc=args.min_train_acc)
+    for gap in gaps:
+        for line in table.attrs["notes"][gap]:
+            _log(f"{gap}: {line}")
+    paths = [*write_sensitivity(table, args.out).values()]
+    paths += [p for g in gaps if (p := plot_spec_curve(table, g, Path(args.out) / "figures")) is not None]
+    print(to_markdown(table), end="")
+    _log("wrote " + ", ".join(str(p) for p in paths))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,10 @@ contains ``metrics.json``. Per run directory:
   target), ``gen.<key>`` for every number or null, ``is.<key>`` for other booleans,
   ``run_id`` (default: the directory name);
 - ``measures.json`` {"values": {name: float}} (optional) -> ``measure.<name>``; null is NaN
-  and the strings "inf" / "-inf" (how ``measures.store`` writes them) are ±inf;
+  and the strings "inf" / "-inf" (how ``measures.store`` writes them) are ±inf. A measure
+  stored under several settings (a named specification, ``measures.specs``) gives a column
+  per specification, ``measure.srr[eps=0.05,representation=z_half]`` beside ``measure.srr``;
+  :func:`parse_measure_column` reads such a name back into (measure, settings, suffix);
 - ``run_dir``: the path of the run directory.
 
 A run directory without ``metrics.json`` (``config.yaml``, ``hparams.json``, ``checkpoint.pt``
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Callable, Iterable
@@ -41,6 +45,8 @@ from analysis.exclusions import is_diverged
 from analysis.schema import GEN, HP, IS, MEASURE, SEED, AnalysisError, flag
 
 METRICS, HPARAMS, MEASURES, HISTORY = "metrics.json", "hparams.json", "measures.json", "history.csv"
+# A specification's value: <measure>[<key>=<value>,...] then optionally .<suffix> (measures.specs).
+SPEC_COLUMN = re.compile(r"(?P<measure>[^\[\]=,\s]+)\[(?P<body>[^\[\]]*)\](?:\.(?P<suffix>.+))?")
 FAILURE = "failure.json"
 STARTED = ("config.yaml", HPARAMS, "checkpoint.pt", FAILURE)  # a run directory before metrics.json
 TEXT_METRICS = ("status", "diverged_reason")
@@ -122,6 +128,35 @@ def _measure_value(v) -> float:
     if isinstance(v, str) and v.strip().lower() in ("inf", "+inf", "-inf", "nan", "infinity", "-infinity"):
         return float(v)
     return np.nan
+
+
+def _setting_value(text: str):
+    """A setting's value from its canonical text (measures.specs.format_value): numbers and
+    true/false as such, anything else (``z_half``, ``none``) as text."""
+    try:
+        v = json.loads(text)
+    except json.JSONDecodeError:
+        return text
+    return v if isinstance(v, (bool, int, float)) else text
+
+
+def parse_measure_column(column: str) -> tuple[str, dict, str]:
+    """(measure, {setting: value}, value suffix) of a measure column (with or without the
+    ``measure.`` prefix): ``measure.srr[eps=0.05,representation=z_half].last`` ->
+    ``("srr", {"eps": 0.05, "representation": "z_half"}, "last")``. A column without
+    settings is its whole name with no settings and no suffix (``srr.last`` -> ``("srr.last",
+    {}, "")``: without the registry, a suffix cannot be told from a name holding dots)."""
+    name = column[len(MEASURE):] if column.startswith(MEASURE) else column
+    m = SPEC_COLUMN.fullmatch(name)
+    if not m:
+        return name, {}, ""
+    settings = {}
+    for item in filter(None, m["body"].split(",")):
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise AnalysisError(f"measure column {column!r}: {item!r} is not key=value")
+        settings[key] = _setting_value(value)
+    return m["measure"], settings, m["suffix"] or ""
 
 
 def unfinished_row(run_dir: str | os.PathLike) -> dict:

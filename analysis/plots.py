@@ -8,7 +8,9 @@
 - :func:`plot_layer_profile` SRR components across layers (``measure.srr.L<i>.<comp>``),
   mean ± sd over runs per variant;
 - :func:`plot_layer_history` per-layer quantities across epochs (``layer.<i>.<q>``
-  columns of ``history.csv``), mean over runs per variant.
+  columns of ``history.csv``), mean over runs per variant;
+- :func:`plot_spec_curve`   specification curve of one measure against one gap: τ and Ψ of
+  every specification (sorted by τ, with intervals) above a panel of their settings.
 
 No pyplot state is used: each function builds a :class:`matplotlib.figure.Figure`, saves a
 PNG and returns its path (or ``None`` when the table has nothing to plot).
@@ -314,3 +316,85 @@ def plot_layer_epochs(histories: dict[str, pd.DataFrame], df: pd.DataFrame, out:
         ax.set_xticks(layers)
 
     return _layer_grid(histories, df, out, title, "layer", draw)
+
+
+def _value_order(values) -> list:
+    """Setting values in reading order: numbers ascending, then text (alphabetical)."""
+    def key(v):
+        try:
+            return (0, float(v), "")
+        except (TypeError, ValueError):
+            return (1, 0.0, str(v))
+    return sorted(set(values), key=key)
+
+
+def _spec_colors(part: pd.DataFrame) -> list:
+    """Per specification: blue when its τ interval lies above 0, red below, grey otherwise
+    (or without an interval)."""
+    lo = part.get("tau_lo", pd.Series(np.nan, index=part.index)).to_numpy(float)
+    hi = part.get("tau_hi", pd.Series(np.nan, index=part.index)).to_numpy(float)
+    return ["tab:blue" if a > 0 else "tab:red" if b < 0 else "0.45" for a, b in zip(lo, hi)]
+
+
+def _interval_panel(ax, x: np.ndarray, part: pd.DataFrame, key: str, colors: list, label: str) -> None:
+    """Point estimates of ``key`` with their intervals (``key_lo``/``key_hi``), the default ringed."""
+    y = part[key].to_numpy(float)
+    lo, hi = (part.get(f"{key}_{s}", pd.Series(np.nan, index=part.index)).to_numpy(float) for s in ("lo", "hi"))
+    ax.axhline(0, color="0.6", lw=0.8, zorder=0)
+    ax.vlines(x, lo, hi, colors=colors, lw=1.2, alpha=0.7)
+    ax.scatter(x, y, c=colors, s=14, zorder=3)
+    d = part["default"].to_numpy(bool)
+    ax.scatter(x[d], y[d], s=90, facecolors="none", edgecolors="black", lw=1.4, zorder=4, label="at its defaults")
+    ax.set_ylabel(label)
+    ax.grid(axis="y", alpha=0.3)
+
+
+def plot_spec_curve(table: pd.DataFrame, gap: str, out: str | Path) -> Path | None:
+    """Specification curve (Simonsohn, Simmons & Nelson 2020) of one measure against ``gap``:
+    the specifications of :func:`analysis.sensitivity.sensitivity` sorted by τ (ascending,
+    left to right) with their bootstrap intervals; Ψ beneath in the same order; then one row
+    per value of every setting (``set.<key>``), marked under each specification that uses it.
+    Blue: τ interval above 0, red: below 0, grey: containing 0; ringed: the defaults."""
+    part = table[table["gap"] == gap].sort_values("tau", kind="stable", na_position="first").reset_index(drop=True)
+    if part.empty or part["tau"].notna().sum() == 0:
+        return None
+    keys = table.attrs.get("keys", [c for c in table.columns if c.startswith("set.")])
+    rows = [(k, v) for k in keys for v in _value_order(part[k].astype(str))]
+    n = len(part)
+    x = np.arange(n)
+    colors = _spec_colors(part)
+    width = min(max(7.0, 0.13 * n + 2.5), 30.0)
+    heights = [3.0, 2.0, max(1.0, 0.24 * len(rows) + 0.3)]
+    fig = Figure(figsize=(width, sum(heights) + 1.0), layout="constrained")
+    ax_tau, ax_psi, ax_set = fig.subplots(3, 1, sharex=True, gridspec_kw={"height_ratios": heights})
+    _interval_panel(ax_tau, x, part, "tau", colors, "Kendall τ")
+    _interval_panel(ax_psi, x, part, "Psi", colors, "granulated Ψ")
+    for ax in (ax_tau, ax_psi, ax_set):  # the defaults, through every panel
+        for xd in x[part["default"].to_numpy(bool)]:
+            ax.axvline(xd, color="black", lw=0.8, ls=":", alpha=0.6, zorder=0)
+    kinds = [("tab:blue", "τ interval above 0"), ("tab:red", "τ interval below 0"), ("0.45", "τ interval holds 0")]
+    handles = [*ax_tau.get_legend_handles_labels()[0],
+               *(ax_tau.scatter([], [], c=c, s=14, label=lab) for c, lab in kinds)]
+    ax_tau.legend(handles=handles, loc="upper left", fontsize=8, frameon=False)
+    for i, (k, v) in enumerate(rows):
+        on = (part[k].astype(str) == v).to_numpy()
+        ax_set.scatter(x[on], np.full(on.sum(), i), c=[c for c, o in zip(colors, on) if o], marker="s", s=10)
+    starts = [i for i, (k, _) in enumerate(rows) if i == 0 or rows[i - 1][0] != k]
+    for s in starts[1:]:
+        ax_set.axhline(s - 0.5, color="0.75", lw=0.8)
+    ax_set.set_yticks(range(len(rows)), [f"{k[len('set.'):]} = {v}" for k, v in rows], fontsize=8)
+    ax_set.set_ylim(len(rows) - 0.5, -0.5)
+    ax_set.set_xlim(-1, n)
+    ax_set.set_xlabel(f"specification (sorted by τ; {n} in all)")
+    ax_set.tick_params(axis="x", bottom=False, labelbottom=False)
+    ax_set.grid(axis="x", alpha=0.15)
+    boot = table.attrs.get("n_boot") or 0
+    models = (table.attrs.get("n_models") or {}).get(gap)
+    title = (f"{table.attrs.get('measure', '')} against {gap}: every specification"
+             + (f", {models} models" if models else "")
+             + (f"; {int(round(100 * table.attrs.get('level', 0.95)))}% seed-bootstrap intervals" if boot else ""))
+    fig.suptitle(title, fontsize=11)
+    fig.align_ylabels([ax_tau, ax_psi, ax_set])
+    from analysis.sensitivity import safe_name
+
+    return _save(fig, Path(out) / f"spec_curve_{safe_name(table.attrs.get('measure', ''))}_{safe_name(gap)}.png")

@@ -30,7 +30,7 @@ from analysis import plots
 from analysis.collect import apply_filters, collect, read_histories, read_table, write_table
 from analysis.correlate import correlate
 from analysis.exclusions import left_out
-from analysis.schema import DEFAULT_GAP, SEED, AnalysisError, Design, strip
+from analysis.schema import DEFAULT_GAP, SEED, AnalysisError, Design, measure_columns, strip
 from analysis.tables import markdown_block, notes, sort_rows, to_markdown, write_tables
 
 PANELS_PER_PAGE = 12
@@ -93,7 +93,10 @@ def report(source, out_dir: str | Path, gap: str = DEFAULT_GAP, n_boot: int = 10
     out.mkdir(parents=True, exist_ok=True)
     if from_sweeps:
         write_table(df, out / "results.csv")
-    corr = correlate(df, gap=gap, n_boot=n_boot, seed=seed, include_diverged=not drop_diverged,
+    # Named specifications (``measure.srr[eps=0.05]``) are compared by ``sensitivity``;
+    # the report ranks each measure under its default settings only.
+    measures = [c for c in measure_columns(df) if "[" not in c]
+    corr = correlate(df, gap=gap, measures=measures, n_boot=n_boot, seed=seed, include_diverged=not drop_diverged,
                      converged_only=drop_nonconverged, min_train_acc=min_train_acc)
     for line in notes(corr):
         log(line)

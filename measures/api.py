@@ -3,6 +3,13 @@
     from measures import compute
     compute("runs/crate-cifar10-1a2b3c", names=["srr", "pacbayes*"], settings={"srr.eps": 0.05})
     compute(model, train=(x, y), init_model=model0, names=["l2", "srr"], write=False)
+    compute(run, names=["srr"], grid={"srr.eps": [0.05, 0.1], "srr.representation": ["mssa_in", "z_half"]})
+    compute(run, names=["srr", "srr[eps=0.05,representation=z_half]"])
+
+A name may be a specification ``measure[key=value,...]`` and ``grid`` ({"group.key":
+values}) runs each selected measure of a group it names once per point of the grid's
+cartesian product; each specification is stored under its own name beside the default
+(``measures.specs``).
 
 On a run directory the results go into ``<run>/measures.json`` after every measure;
 measures that are already current (same settings, seed and version) are skipped
@@ -22,25 +29,34 @@ from torch import nn
 
 from .context import MeasureContext, evaluation
 from .registry import MEASURES, Measure, MeasureError, validate_overrides
+from .specs import STUDY, expand, is_spec, resolve, study
 from .store import Store
 
 Target = Union[str, os.PathLike, nn.Module, MeasureContext]
 
 
 def select(names: Optional[Iterable[str]] = None, exclude: Iterable[str] = ()) -> list[Measure]:
-    """Measures by name or glob pattern (``pacbayes*``); None = every default measure."""
+    """Measures by name, glob pattern (``pacbayes*``), specification (``srr[eps=0.05]``) or study
+    grid (``study:srr``; see ``measures.specs``); None = every default measure. ``exclude``
+    drops names and patterns."""
     known = MEASURES.names()
     if names is None:
-        chosen = [n for n in known if MEASURES.get(n).default]
+        chosen = [MEASURES.get(n) for n in known if MEASURES.get(n).default]
     else:
         chosen = []
         for pat in names:
-            hits = fnmatch.filter(known, pat) if any(c in pat for c in "*?[") else [pat] if pat in known else []
+            if is_spec(pat):
+                hits = [resolve(pat)]
+            elif pat.startswith(STUDY):
+                hits = study(pat[len(STUDY):])
+            else:
+                hits = [MEASURES.get(h) for h in (fnmatch.filter(known, pat) if any(c in pat for c in "*?[")
+                                                  else [pat] if pat in known else [])]
             if not hits:
                 raise MeasureError(f"unknown measure {pat!r}; known: {', '.join(known)}")
-            chosen += [h for h in hits if h not in chosen]
-    dropped = {h for pat in exclude for h in fnmatch.filter(known, pat)}
-    return [MEASURES.get(n) for n in chosen if n not in dropped]
+            chosen += [h for h in hits if h.name not in {c.name for c in chosen}]
+    dropped = {h for pat in exclude for h in fnmatch.filter([m.name for m in chosen], pat)}
+    return [m for m in chosen if m.name not in dropped]
 
 
 def resolve_device(device: Union[str, torch.device]) -> torch.device:
@@ -78,22 +94,28 @@ def compute(
     target: Target, names: Optional[Iterable[str]] = None, *, exclude: Iterable[str] = (),
     settings: Optional[dict[str, Any]] = None, seed: Optional[int] = None, device: Any = "cpu", batch_size: int = 256,
     recompute: bool = False, write: Optional[bool] = None, store: Union[str, os.PathLike, None] = None,
-    progress: bool = False, **context: Any,
+    progress: bool = False, grid: Optional[dict[str, Any]] = None, **context: Any,
 ) -> dict[str, Any]:
     """Compute measures on ``target``; returns the measures.json content (see ``store.Store``).
 
     Args:
         target: a run directory, a model (then pass ``init_model``, ``train``, ``test``,
             ``metrics``... as keyword arguments, see ``MeasureContext``) or a context.
-        names: measure names or glob patterns; None = every default measure.
+        names: measure names, glob patterns or specifications; None = every default measure.
         settings: overrides ``{"group.key": value}`` (see ``measures.SETTINGS``).
+        grid: ``{"group.key": [values]}``: every selected measure of such a group once per point
+            of the cartesian product, stored as its specification (``measures.specs.expand``);
+            a key may not also be in ``settings``.
         seed: seeds every subset and noise draw (default: settings' "seed", else 0; a
             context brings its own).
         write: write ``measures.json`` (default: True for a run directory or when
             ``store`` names a file); ``store`` overrides its path.
     """
-    measures = select(names, exclude)
     settings = dict(settings or {})
+    both = sorted(set(grid or {}) & set(settings))
+    if both:
+        raise MeasureError(f"{', '.join(both)}: set and varied by the grid at once; give it in one of them")
+    measures = expand(select(names, exclude), grid)
     if isinstance(target, MeasureContext):
         if seed is not None and seed != target.seed:
             raise MeasureError(f"seed={seed} differs from the context's seed {target.seed}")

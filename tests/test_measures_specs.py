@@ -1,0 +1,206 @@
+"""Named specifications: canonical names, side-by-side storage, recomputation of only what
+changed, the --grid / --study CLI on a real digits run, collection as separate columns, and
+the converged experiment's grid."""
+import json
+import shutil
+
+import pytest
+
+import measures.srr
+from analysis.collect import collect, parse_measure_column
+from measures import compute, select
+from measures.cli import main
+from measures.registry import MeasureError
+from measures.specs import STUDY_GRIDS, check_grid, expand, format_value, is_spec, resolve, split, study_specs
+from srr_bench.config import compose
+from srr_bench.train import train
+
+FEW = ["--n-images", "8", "-q"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """One finished digits run: the mini CRATE, 1 epoch."""
+    d = tmp_path_factory.mktemp("sweep") / "run-a"
+    cfg = compose(["train.epochs=1", "train.device=cpu", "train.progress=false", "data.n_train=256", "data.n_test=64", "train.batch_size=16",
+                   "measure=none"])
+    train(cfg, d)
+    return d
+
+
+@pytest.fixture
+def run(run_dir, tmp_path):
+    return shutil.copytree(run_dir, tmp_path / "sweep" / "run-a")
+
+
+def read(run):
+    return json.loads((run / "measures.json").read_text())
+
+
+# --- names ------------------------------------------------------------------------------
+
+def test_a_spec_name_is_canonical_and_round_trips():
+    spec = resolve("srr[representation=z_half, eps=5e-2]")
+    assert spec.name == "srr[eps=0.05,representation=z_half]"  # sorted keys, shortest float text
+    assert resolve(spec.name).name == spec.name and spec.settings({})["eps"] == 0.05
+    assert resolve("srr[eps=0.1]").name == "srr"  # every setting at its default: the measure itself
+    assert resolve("srr[lambda0=0.0]").name == resolve("srr[lambda0=0]").name == "srr[lambda0=0]"
+    # A string setting keeps "none" (it is not None), and reads back the same.
+    assert resolve("srr[normalize=none]").settings({})["normalize"] == "none"
+    # A specification of a measure with fixed settings is named against those.
+    assert resolve("srr_ref[normalize=head]").name == "srr_ref"
+    assert resolve("srr_ref[normalize=token]").settings({})["representation"] == "mssa_in"
+    assert split("path_norm[q=1]") == ("path_norm", {"q": "1"})
+    assert [format_value(v) for v in (0.05, 1.0, 1e-5, 5e-4, True, None, 20)] == [
+        "0.05", "1", "1e-05", "0.0005", "true", "none", "20"]
+    assert is_spec("srr[eps=0.05]") and is_spec("srr[eps]") and not is_spec("pacbayes*") and not is_spec("srr")
+
+
+@pytest.mark.parametrize("name, message", [
+    ("srr[nope=1]", "srr: no setting 'nope'"), ("srr[eps=abc]", "cannot read 'abc' as float"),
+    ("srr[eps]", "'eps' is not key=value"), ("srr[eps=1,eps=2]", "'eps' given twice"),
+    ("nope[eps=1]", "unknown measure 'nope'")])
+def test_a_bad_spec_is_one_line(name, message):
+    with pytest.raises(MeasureError, match=message) as e:
+        select([name])
+    assert "\n" not in str(e.value)
+
+
+def test_a_grid_is_the_cartesian_product_per_group():
+    chosen = expand(select(["srr", "srr_ref", "l2"]), {"srr.eps": ["0.05", 0.1], "srr.normalize": ["token", "none"]})
+    names = [m.name for m in chosen]
+    assert names == ["srr[eps=0.05]", "srr[eps=0.05,normalize=none]", "srr", "srr[normalize=none]",
+                     "srr_ref[eps=0.05,normalize=token]", "srr_ref[eps=0.05,normalize=none]",
+                     "srr_ref[normalize=token]", "srr_ref[normalize=none]", "l2"]
+    with pytest.raises(MeasureError, match="no selected measure reads the settings group"):
+        expand(select(["l2"]), {"srr.eps": [0.05]})
+    with pytest.raises(MeasureError, match="unknown setting 'srr.nope'"):
+        check_grid({"srr.nope": [1]})
+
+
+def test_study_grids_name_real_settings_and_give_every_spec_once():
+    names = study_specs()
+    n_srr = 1
+    for v in STUDY_GRIDS["srr"].values():
+        n_srr *= len(v)
+    assert n_srr == 54 and len([n for n in names if n.split("[")[0] == "srr"]) == 54
+    assert len(names) == len(set(names)) and {"srr", "path_norm", "path_norm[q=1]", "sharpness"} <= set(names)
+    assert "srr[eps=0.5,lambda0=0,normalize=none,representation=mssa_in]" in names
+    assert [m.name for m in select(["study:sharpness"])] == [
+        "sharpness[steps=10]", "sharpness", "sharpness[radius=0.002,steps=10]", "sharpness[radius=0.002]"]
+
+
+# --- storage ----------------------------------------------------------------------------
+
+def test_specs_are_stored_side_by_side_and_only_the_changed_one_is_recomputed(run, monkeypatch):
+    calls = []
+    real = measures.srr.srr_result
+
+    def counting(ctx, s):
+        calls.append(s["eps"])
+        return real(ctx, s)
+
+    monkeypatch.setattr(measures.srr, "srr_result", counting)
+    few = {"srr.n_images": 8}
+    out = compute(run, ["srr", "srr[eps=0.05]", "srr[eps=0.5,normalize=none]"], settings=few)
+    assert sorted(calls) == [0.05, 0.1, 0.5]
+    v = out["values"]
+    assert {"srr", "srr[eps=0.05]", "srr[eps=0.05].L1.R", "srr[eps=0.5,normalize=none].last"} <= set(v)
+    assert len({v["srr"], v["srr[eps=0.05]"], v["srr[eps=0.5,normalize=none]"]}) == 3
+    assert out["settings"]["srr[eps=0.5,normalize=none]"]["normalize"] == "none"
+    assert out["settings"]["srr[eps=0.05]"]["eps"] == 0.05 and out["settings"]["srr"]["eps"] == 0.1
+    # The same value as the plain measure run with those settings.
+    plain = compute(run, ["srr"], settings={**few, "srr.eps": 0.05}, write=False)
+    assert plain["values"]["srr"] == pytest.approx(v["srr[eps=0.05]"], rel=1e-12)
+
+    calls.clear()
+    compute(run, ["srr", "srr[eps=0.05]", "srr[eps=0.5,normalize=none]"], settings=few)
+    assert calls == []  # everything current: nothing recomputed
+    # One spec's own stored settings change (e.g. an older version): only it is recomputed.
+    data = read(run)
+    data["settings"]["srr[eps=0.05]"]["version"] = 0
+    (run / "measures.json").write_text(json.dumps(data))
+    compute(run, ["srr", "srr[eps=0.05]", "srr[eps=0.5,normalize=none]"], settings=few)
+    assert calls == [0.05]
+    # A new spec is added beside the others, which stay as they were.
+    calls.clear()
+    before = read(run)["values"]
+    after = compute(run, ["srr[eps=0.05]", "srr[lambda0=0]"], settings=few)["values"]
+    assert calls == [0.1] and all(after[k] == before[k] for k in before)
+    assert after["srr[lambda0=0]"] == pytest.approx(v["srr.Rc.mean"] - v["srr.R.mean"], rel=1e-9)
+
+
+# --- CLI --------------------------------------------------------------------------------
+
+def test_grid_cli_computes_each_point_as_its_spec_and_collect_gives_columns(run, capsys):
+    assert main([str(run), "--measures", "srr,l2", "--grid", "srr.eps=0.05,0.5", "--grid",
+                 "srr.normalize=token,none", *FEW]) == 0
+    out = read(run)
+    specs = ["srr[eps=0.05]", "srr[eps=0.05,normalize=none]", "srr[eps=0.5]", "srr[eps=0.5,normalize=none]"]
+    assert set(specs) | {"l2"} <= set(out["values"]) and "srr" not in out["values"] and out["failures"] == {}
+    for s in specs:
+        assert out["settings"][s]["eps"] in (0.05, 0.5) and out["settings"][s]["n_images"] == 8
+    df = collect(run.parent, log=lambda m: None)
+    cols = [c for c in df.columns if "[" in c and "." not in c.split("]")[1]]
+    assert sorted(cols) == sorted("measure." + s for s in specs)
+    assert parse_measure_column("measure.srr[eps=0.5,normalize=none].last") == (
+        "srr", {"eps": 0.5, "normalize": "none"}, "last")
+    assert df.loc[0, "measure.srr[eps=0.05]"] == out["values"]["srr[eps=0.05]"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--grid", "srr.eps=abc"], "cannot read 'abc' as float"),
+    (["--grid", "srr.nope=1,2"], "unknown setting 'srr.nope'"),
+    (["--grid", "srr.eps=-1,0.1"], "'srr.eps' must be positive"),
+    (["--grid", "srr.eps"], "--grid needs GROUP.KEY=V1,V2"),
+    (["--grid", "path_norm.q=1,2"], "no selected measure reads the settings group(s) path_norm"),
+    (["--grid", "srr.eps=0.1,0.5", "--eps", "0.2"], "srr.eps: set and varied by --grid at once"),
+    (["--measures", "srr[eps=-0.5]"], "'srr.eps' must be positive")])
+def test_grid_cli_refuses_bad_input_in_one_line(run, capsys, args, message):
+    assert main([str(run), "--measures", "srr", *args, "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and not (run / "measures.json").exists()
+
+
+def test_set_keeps_a_string_setting_none(run):
+    """--set srr.normalize=none is the string "none" (it used to be read as None, and SRR failed)."""
+    assert main([str(run), "--measures", "srr", "--set", "srr.normalize=none", *FEW]) == 0
+    assert read(run)["settings"]["srr"]["normalize"] == "none" and read(run)["failures"] == {}
+    assert main([str(run), "--measures", "l2", "--set", "size_adjusted=true", "--set", "seed=3", "-q"]) == 0
+    assert read(run)["settings"]["l2"]["size_adjusted"] is True and read(run)["settings"]["l2"]["seed"] == 3
+
+
+def test_study_flag_computes_the_study_grid_of_the_selected_measures(run, capsys):
+    assert main([str(run), "--measures", "path_norm,l2", "--study", "--set", "path_norm.n_images=16", "-q"]) == 0
+    out = read(run)
+    assert {"path_norm", "path_norm[q=1]", "l2"} <= set(out["values"]) and out["failures"] == {}
+    assert (out["settings"]["path_norm"]["q"], out["settings"]["path_norm[q=1]"]["q"]) == (2.0, 1.0)
+    assert out["values"]["path_norm[q=1]"] != out["values"]["path_norm"]
+    assert main([str(run), "--measures", "srr", "--study", "--grid", "srr.eps=0.5", "-q"]) == 2
+    assert "--grid and --study: give one of them" in capsys.readouterr().err
+    assert main(["--list"]) == 0
+    assert "study grids (--study):" in capsys.readouterr().out
+
+
+# --- the converged experiment -----------------------------------------------------------
+
+def test_converged_experiment_is_at_least_96_models_trained_to_ce_001():
+    from sweeps import grid
+    from sweeps.schema import validate
+    from sweeps.state import measure_names
+    from tests.test_sweeps import grid_axes, master_config
+
+    master, loader = master_config("experiment=converged_cifar10_cpu")
+    overrides = grid.job_overrides(master, loader)
+    assert len(overrides) >= 96
+    axes = grid_axes(overrides)
+    assert axes["model"] == {"crate", "crate_c", "crate_n", "crate_t"} and len(axes["seed"]) >= 2
+    assert {"optim.lr", "train.batch_size", "model.dropout", "model.dim"} <= set(axes)
+    cfg = compose(["experiment=converged_cifar10_cpu", *overrides[-1], "measure.enabled=true"])
+    validate(cfg)
+    d, t = cfg["data"], cfg["train"]
+    assert d["name"] == "imagefolder" and d["n_train"] == 1000 and d["n_test"] is None and d["augment"] is False
+    assert (t["stop"], t["target"], t["threads"]) == ("ce", 0.01, 1) and t["epochs"] >= 100
+    assert cfg["model"]["depth"] == 4 and {j for j in axes["model.dim"]} >= {"96"}
+    chosen = {m.name for m in select(measure_names(cfg["measure"]), cfg["measure"]["exclude"])}
+    assert set(study_specs()) <= chosen and not any(n.startswith("hessian") for n in chosen)
