@@ -13,7 +13,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# Pinned CPU wheel first: an unpinned torch requirement would pull a multi-GB CUDA build.
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e '.[test,parquet,cluster]'
+	$(PY) -m pip install -q -e '.[test,parquet,cluster,ray]'
 	touch $@
 
 venv: $(VENV)/.installed

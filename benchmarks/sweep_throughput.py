@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-TRAIN = "from srr_bench.cli import train_main; train_main()"
+TRAIN = "from sweeps.cli import train_main; train_main()"
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -5,7 +5,10 @@
      "failures":    {"hessian_trace": "RuntimeError: ..."},
      "settings":    {"srr": {"eps": 0.1, ..., "seed": 0, "version": 1}, ...}}
 
-A measure's values are its name and ``<name>.<suffix>``. A measure is current when its
+A measure's values are its name and ``<name>.<suffix>``. A named specification
+(``measures.specs``: ``srr[eps=0.05]``, values ``srr[eps=0.05].L1.R`` ...) is stored the
+same way under its own name, beside the measure at its defaults, and is current or not
+on its own stored settings. A measure is current when its
 stored settings equal the settings it would run with now (a change of settings, seed
 or measure version means recompute) and it has not failed. Every update is written
 atomically (NaN as null, ±inf as "inf"/"-inf"), so an interrupted run loses nothing
@@ -53,9 +56,13 @@ class Store:
         path = Path(path)
         if not path.exists():
             return cls(path)
-        data = read_json(path)
+        try:
+            data = read_json(path)
+        except ValueError as e:  # truncated or edited by hand: name the file and the fix
+            raise ValueError(f"{path}: unreadable ({e}); move it aside (e.g. to measures.json.corrupt) and "
+                             "measure again") from None
         if not isinstance(data, dict) or not set(data) <= set(SECTIONS):
-            raise ValueError(f"{path}: not a measures.json (sections {sorted(SECTIONS)})")
+            raise ValueError(f"{path}: not a measures.json (sections {sorted(SECTIONS)}); move it aside and measure again")
         return cls(path, data)
 
     def is_current(self, name: str, settings: dict[str, Any]) -> bool:

@@ -58,9 +58,36 @@ def result_config(cfg: dict[str, Any]) -> dict[str, Any]:
     The SRR regulariser's keys (``reg.*``) count only when it is on (``reg.alpha`` ≠ 0), so
     a cross-entropy run keeps the identity it had before the regulariser existed.
     """
+    return _with_dropout_placement(_settings(cfg), cfg.get("model"))
+
+
+def _settings(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The flat config without the keys that never change results (``NON_RESULT_KEYS``)."""
     flat = flatten(cfg)
     skip = NON_RESULT_KEYS if flat.get("reg.alpha") else NON_RESULT_KEYS + ("reg",)
     return {k: v for k, v in flat.items() if not any(k == n or k.startswith(n + ".") for n in skip)}
+
+
+def _with_dropout_placement(flat: dict[str, Any], model: Optional[dict[str, Any]]) -> dict[str, Any]:
+    """``model.dropout_placement`` counts only where it changes the training.
+
+    The MSSA dropout moved to the reference code's placement (issue 10): the tied, transposed
+    and identity operators lost their output dropout. Runs hashed before had no such key and
+    were trained with ``every_output``. So the key enters the identity only where the
+    placement is ``reference`` and changes the function (dropout > 0 on those variants): a
+    relaunch retrains such runs instead of taking their old results for new ones, while
+    ``+model.dropout_placement=every_output`` finds the old runs, and every run that trains
+    the same either way keeps the identity it had.
+    """
+    key = "model.dropout_placement"
+    flat.pop(key, None)
+    if not isinstance(model, dict) or model.get("dropout_placement", "reference") == "every_output":
+        return flat
+    from .models import placement_changes_function  # torch: only where a model config is hashed
+
+    if placement_changes_function(model):
+        flat[key] = model.get("dropout_placement", "reference")
+    return flat
 
 
 def run_id(cfg: dict[str, Any], length: int = 12) -> str:
@@ -72,7 +99,7 @@ def run_id(cfg: dict[str, Any], length: int = 12) -> str:
 def hparams(cfg: dict[str, Any]) -> dict[str, Any]:
     """Flat hyperparameters with short names (see HP_ALIASES); lists become strings."""
     out = {}
-    for k, v in result_config(cfg).items():
+    for k, v in _settings(cfg).items():  # as configured: the same columns for every run of a sweep
         if isinstance(v, (list, tuple)):
             v = json.dumps(list(v))
         out[HP_ALIASES.get(k, k)] = v

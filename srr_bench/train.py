@@ -1,10 +1,33 @@
 """Training one model into its run directory (spec §3).
 
-``train(cfg, run_dir)`` is the whole job: the Hydra entry point only calls it. It is
-deterministic on CPU for a given seed, resumes from ``checkpoint.pt`` after a crash
-(ending with the same metrics as an uninterrupted run), returns the stored metrics of a
-finished run without touching it, and ends a diverging run (non-finite loss) as
-``status: diverged`` instead of crashing.
+``train(cfg, run_dir)`` is the whole job: the Hydra entry point only calls it. It reads
+the typed config (``srr_bench.config.RunConfig``: defaults live in the YAML tree, nowhere
+here), is deterministic on CPU for a given seed, resumes from ``checkpoint.pt`` after a
+crash (ending with the same metrics as an uninterrupted run), and returns the stored
+metrics of a finished run without touching it.
+
+Status and convergence, as metrics.json records them:
+
+- ``status: diverged`` with ``diverged_reason`` when (checked in this order)
+  1. the epoch's training loss (or the SRR term) is not finite: training stops there;
+  2. a step raises ``torch.linalg.LinAlgError`` (e.g. the regulariser's Cholesky of a
+     singular Gram matrix), or any error while a parameter is not finite: training stops;
+  3. after the budget the full-train-set cross-entropy is not finite or above
+     ``DIVERGED_LOSS_FACTOR`` (2) times its value at initialisation (``init_train_loss``,
+     evaluated before the first step and kept in history.csv's epoch-0 row);
+  4. after the budget the train accuracy is at chance: at most ``p + 3·√(p(1−p)/n)``, p
+     the largest class frequency of the n training images (what a constant prediction
+     reaches, plus three binomial standard errors).
+  Train and test metrics are kept when they are finite (rules 3 and 4 always have them).
+- ``status: done`` otherwise. ``converged`` says whether the stopping target was reached:
+  true or false under ``train.stop=ce|acc`` (false for a diverged run), and null under
+  ``train.stop=epochs``, which has no target.
+
+CE milestones (``steps_to_ce_0.1`` / ``0.01``): the step count at the end of the first
+epoch whose full-train-set CE is at most the milestone. With ``eval_train_every_epoch``
+off, the train set is evaluated only in epochs whose running batch CE is within
+``EVAL_GATE`` (3×) of an unreached milestone or of the ``stop=ce`` target, so milestones
+and the stopping epoch are still found, at a fraction of the cost.
 """
 from __future__ import annotations
 
@@ -12,6 +35,7 @@ import math
 import sys
 import time
 from contextlib import nullcontext
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -19,7 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoints import safe_load, save_model
+from .checkpoints import load_model, safe_load, save_model
+from .config import RunConfig, TrainConfig
 from .data import Dataset, load_data
 from .io import atomic_write, read_json, write_csv, write_json
 from .models import build_model, count_parameters
@@ -28,12 +53,36 @@ from .regularizer import SRRRegularizer, layer_record
 from .runs import hparams, run_id
 
 CE_MILESTONES = (0.1, 0.01)  # steps to reach these train cross-entropies are recorded
+DIVERGED_LOSS_FACTOR = 2.0  # final train CE above this multiple of its initial value: diverged
+CHANCE_SE = 3.0  # train accuracy within this many binomial standard errors of chance: diverged
+EVAL_GATE = 3.0  # without per-epoch evaluation: evaluate when the batch CE is within this factor of a target
+
+
+class DeviceError(ValueError):
+    """A device the machine does not have; one-line message."""
+
+
+class RunDirectoryGone(RuntimeError):
+    """The run directory was deleted while training; nothing more is written into it."""
 
 
 def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` (a GPU when there is one), ``cpu``, ``cuda``, ``cuda:N``, ``mps``; one line when absent."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise DeviceError(f"device {name!r}: not a device name (use auto, cpu, cuda, cuda:N)") from None
+    if device.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise DeviceError(f"device {name!r}: this machine has no CUDA device (use auto or cpu)")
+        if device.index is not None and device.index >= n:
+            raise DeviceError(f"device {name!r}: this machine has {n} CUDA device(s), cuda:0..cuda:{n - 1}")
+    if device.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise DeviceError(f"device {name!r}: MPS is not available on this machine")
+    return device
 
 
 def autocast(device: torch.device, bf16: bool):
@@ -68,14 +117,41 @@ def _progress(total: int, initial: int, enabled: Optional[bool], desc: str):
     return tqdm(total=total, initial=initial, desc=desc, unit="epoch", disable=disable, dynamic_ncols=True)
 
 
-def _stop_reached(rule: str, target: Optional[float], train_loss: float, train_acc: float) -> bool:
-    if rule == "epochs":
-        return False
-    if rule == "ce":
-        return train_loss <= target
-    if rule == "acc":
-        return train_acc >= target
-    raise ValueError(f"unknown train.stop {rule!r}; use epochs, ce or acc")
+def _stop_reached(t: TrainConfig, train_loss: float, train_acc: float) -> bool:
+    if t.stop == "ce":
+        return train_loss <= t.target
+    if t.stop == "acc":
+        return train_acc >= t.target
+    return False  # epochs: no target
+
+
+def _evaluate_train_now(t: TrainConfig, batch_loss: float, steps_to: dict[str, Optional[int]]) -> bool:
+    """Whether to evaluate the whole train set after this epoch (see the module docstring)."""
+    if t.eval_train_every_epoch or t.stop == "acc":
+        return True
+    targets = [m for m in CE_MILESTONES if steps_to[str(m)] is None] + ([t.target] if t.stop == "ce" else [])
+    return any(batch_loss <= EVAL_GATE * m for m in targets)
+
+
+def resolved(cfg: dict[str, Any]) -> dict[str, Any]:
+    """``cfg`` with an absolute data root, so that measures reload the data from anywhere."""
+    return {**cfg, "data": {**cfg["data"], "root": str(Path(cfg["data"].get("root", "data")).resolve())}}
+
+
+def write_run_config(cfg: dict[str, Any], run_dir: Path) -> None:
+    """config.yaml (the resolved config) and hparams.json: both derived from the config alone."""
+    from omegaconf import OmegaConf
+
+    cfg = resolved(cfg)
+    atomic_write(run_dir / "config.yaml", lambda f: f.write(OmegaConf.to_yaml(OmegaConf.create(cfg)).encode()))
+    write_json(run_dir / "hparams.json", hparams(cfg))
+
+
+def _intact(run_dir: Path) -> None:
+    """Before writing into the run directory: it must still be the one this run created."""
+    if not (run_dir / "config.yaml").exists():
+        raise RunDirectoryGone(f"{run_dir}: deleted while training (config.yaml is gone); nothing more is written "
+                               "there; relaunch the sweep to train the run again")
 
 
 def train(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
@@ -83,71 +159,68 @@ def train(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
     run_dir = Path(run_dir)
     if (run_dir / "metrics.json").exists():
         return read_json(run_dir / "metrics.json")  # finished: never retrain
-    cfg = {**cfg, "data": {**cfg["data"], "root": str(Path(cfg["data"].get("root", "data")).resolve())}}
-    # ^ an absolute data root in config.yaml lets measures reload the data from anywhere
-    t_cfg, o_cfg = cfg["train"], cfg["optim"]
-    rule = t_cfg.get("stop", "epochs")
-    _stop_reached(rule, t_cfg.get("target"), math.inf, 0.0)  # validates the rule before any work
-    from omegaconf import OmegaConf
-
-    atomic_write(run_dir / "config.yaml", lambda f: f.write(OmegaConf.to_yaml(OmegaConf.create(cfg)).encode()))
-    write_json(run_dir / "hparams.json", hparams(cfg))
-
-    if t_cfg.get("threads"):  # several small runs at once: one thread each beats oversubscription
-        torch.set_num_threads(int(t_cfg["threads"]))
-    device = resolve_device(t_cfg.get("device", "auto"))
-    bf16 = bool(t_cfg.get("bf16", True))
-    seed = int(cfg["seed"])
-    torch.manual_seed(seed)  # model initialisation and dropout draw from the global generator
-    data = load_data(cfg["data"]).to(device)
-    model = build_model(cfg["model"], image_size=data.image_size, channels=data.channels, num_classes=data.num_classes)
+    cfg = resolved(cfg)
+    run = RunConfig.read(cfg, where=str(run_dir))
+    t, o = run.train, run.optim
+    device = resolve_device(t.device)
+    write_run_config(cfg, run_dir)
+    if t.threads:  # several small runs at once: one thread each beats oversubscription
+        torch.set_num_threads(t.threads)
+    torch.manual_seed(run.seed)  # model initialisation and dropout draw from the global generator
+    data = load_data(run.data).to(device)
+    model = build_model(run.model, image_size=data.image_size, channels=data.channels, num_classes=data.num_classes)
     model.to(device)
-    opt = build_optimizer(model, o_cfg)
-    measure_settings = (cfg.get("measure") or {}).get("settings")
-    reg = SRRRegularizer.from_config(cfg.get("reg"), measure_settings, model.depth, seed)
+    opt = build_optimizer(model, asdict(o))
+    measure_settings = run.measure.settings if run.measure else None
+    reg = SRRRegularizer.from_config(asdict(run.reg) if run.reg else None, measure_settings, model.depth, run.seed)
     forward = model.forward_intermediates if reg else model  # the regulariser reads every layer's Z
-    if t_cfg.get("compile", False):
+    if t.compile:
         forward = torch.compile(forward)
-    record = _LayerRecording(t_cfg.get("record_layers"), model, data, measure_settings)
+    record = _LayerRecording(t.record_layers, model, data, measure_settings)
 
-    bs = int(t_cfg["batch_size"])
-    steps_per_epoch = math.ceil(len(data.train) / bs)
-    max_epochs = int(t_cfg["epochs"])
-    total_steps = max_epochs * steps_per_epoch
-    warmup = int(round(float(o_cfg.get("warmup_epochs", 0)) * steps_per_epoch))
-    min_lr = float(o_cfg["lr"]) * float(o_cfg.get("min_lr_ratio", 0.0))
-    smoothing = float(t_cfg.get("label_smoothing", 0.0))
-    clip = o_cfg.get("grad_clip")
+    steps_per_epoch = math.ceil(len(data.train) / t.batch_size)
+    total_steps = t.epochs * steps_per_epoch
+    warmup = int(round(o.warmup_epochs * steps_per_epoch))
+    min_lr = o.lr * o.min_lr_ratio
 
-    state: dict[str, Any] = dict(epoch=0, step=0, history=[], sum_train_loss=0.0, wall_s=0.0,
-                                 steps_to={str(m): None for m in CE_MILESTONES}, stopped=False)
     ckpt_path = run_dir / "checkpoint.pt"
     if ckpt_path.exists():
-        ckpt = safe_load(ckpt_path)
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optim"])
-        state = ckpt["state"]
-        torch.set_rng_state(ckpt["rng"])
-        if device.type == "cuda" and "cuda_rng" in ckpt:
-            torch.cuda.set_rng_state(ckpt["cuda_rng"], device)
+        state = _resume(ckpt_path, model, opt, device)
     else:
+        state = dict(epoch=0, step=0, history=[], sum_train_loss=0.0, wall_s=0.0, stopped=False,
+                     steps_to={str(m): None for m in CE_MILESTONES}, diverged_reason=None)
         save_model(model, run_dir / "init.pt", meta=dict(run_id=run_id(cfg), epoch=0))
-        if record.due(0, max_epochs):
-            state["history"].append(dict(epoch=0, step=0, **record()))
+        row = dict(epoch=0, step=0)
+        row["train_loss"], row["train_acc"] = evaluate(model, data, "train", bf16=t.bf16)
+        state["init_train_loss"] = row["train_loss"]
+        if record.due(0, t.epochs):
+            row.update(record())
+        state["history"].append(row)
+    if state.get("init_train_loss") is None:  # a checkpoint from before the initial loss was kept
+        state["init_train_loss"] = evaluate(load_model(run_dir / "init.pt").to(device), data, "train")[0]
 
-    status, t0 = "done", time.perf_counter() - state["wall_s"]
-    bar = _progress(max_epochs, state["epoch"], t_cfg.get("progress"), run_dir.name)
+    t0 = time.perf_counter() - state["wall_s"]
+    bar = _progress(t.epochs, state["epoch"], t.progress, run_dir.name)
     model.train()
-    while state["epoch"] < max_epochs and not state["stopped"]:
+    while state["epoch"] < t.epochs and not state["stopped"] and not state.get("diverged_reason"):
         epoch = state["epoch"]
-        gen = torch.Generator(device).manual_seed(seed * 1_000_003 + epoch)  # epoch's shuffling and augmentation
+        gen = torch.Generator(device).manual_seed(run.seed * 1_000_003 + epoch)  # epoch's shuffling and augmentation
         epoch_loss = torch.zeros((), device=device, dtype=torch.float64)
         epoch_correct = torch.zeros((), device=device, dtype=torch.int64)
         step_losses = torch.zeros((), device=device, dtype=torch.float64)
         epoch_reg = torch.zeros((), device=device, dtype=torch.float64)
-        for x, y in data.batches("train", bs, generator=gen, shuffle=True, augment=True):
-            lr = learning_rate(state["step"], total_steps, warmup, float(o_cfg["lr"]), min_lr)
-            loss, logits, srr = train_step(forward, model, opt, x, y, lr, smoothing, clip, bf16, reg, state["step"])
+        lr = o.lr
+        for x, y in data.batches("train", t.batch_size, generator=gen, shuffle=True, augment=True):
+            lr = learning_rate(state["step"], total_steps, warmup, o.lr, min_lr)
+            try:
+                loss, logits, srr = train_step(forward, model, opt, x, y, lr, t.label_smoothing, o.grad_clip, t.bf16,
+                                               reg, state["step"])
+            except Exception as e:
+                reason = _step_failure(e, model, epoch + 1)
+                if reason is None:
+                    raise
+                state["diverged_reason"] = reason
+                break
             state["step"] += 1
             epoch_loss += loss.detach().double() * len(y)
             step_losses += loss.detach().double()
@@ -160,30 +233,53 @@ def train(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
                    batch_acc=epoch_correct.item() / len(data.train))
         if reg is not None:  # Σ_{ℓ∈S} SRR_ℓ (without α), mean over the epoch's images
             row["batch_srr"] = epoch_reg.item() / len(data.train)
-        if not (math.isfinite(batch_loss) and math.isfinite(row.get("batch_srr", 0.0))):
-            status = "diverged"
+        if not state.get("diverged_reason") and not (math.isfinite(batch_loss) and math.isfinite(row.get("batch_srr", 0.0))):
+            state["diverged_reason"] = f"non-finite training loss in epoch {epoch + 1}"
+        if state.get("diverged_reason"):
             state["history"].append(row)
             break
-        if t_cfg.get("eval_train_every_epoch", True) or rule != "epochs":
-            row["train_loss"], row["train_acc"] = evaluate(model, data, "train", bf16=bf16)
+        if _evaluate_train_now(t, batch_loss, state["steps_to"]):
+            row["train_loss"], row["train_acc"] = evaluate(model, data, "train", bf16=t.bf16)
             for m in CE_MILESTONES:
                 if state["steps_to"][str(m)] is None and row["train_loss"] <= m:
                     state["steps_to"][str(m)] = state["step"]
-            state["stopped"] = _stop_reached(rule, t_cfg.get("target"), row["train_loss"], row["train_acc"])
-        if t_cfg.get("eval_test_every_epoch", False):
-            row["test_loss"], row["test_acc"] = evaluate(model, data, "test", bf16=bf16)
+            state["stopped"] = _stop_reached(t, row["train_loss"], row["train_acc"])
+        if t.eval_test_every_epoch:
+            row["test_loss"], row["test_acc"] = evaluate(model, data, "test", bf16=t.bf16)
         state["epoch"] += 1
         state["wall_s"] = time.perf_counter() - t0
         row["wall_s"] = state["wall_s"]  # training time: the recording below is not counted
-        if record.due(state["epoch"], max_epochs, state["stopped"]):
+        if record.due(state["epoch"], t.epochs, state["stopped"]):
             row.update(record())
         state["history"].append(row)
         bar.set_postfix(loss=f"{batch_loss:.3f}", acc=f"{row['batch_acc']:.3f}")
         bar.update(1)
-        if state["epoch"] % int(t_cfg.get("checkpoint_every", 1)) == 0 or state["stopped"]:
+        if state["epoch"] % t.checkpoint_every == 0 or state["stopped"]:
+            _intact(run_dir)
             _checkpoint(ckpt_path, model, opt, state, device)
     bar.close()
-    return _finish(cfg, run_dir, model, data, state, status, rule, bf16, t0)
+    _intact(run_dir)
+    return _finish(run, run_dir, model, data, state, t0)
+
+
+def _step_failure(e: Exception, model: nn.Module, epoch: int) -> Optional[str]:
+    """The divergence reason for an exception raised by a training step, or None (a real error)."""
+    what = f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"
+    if isinstance(e, torch.linalg.LinAlgError):
+        return f"singular or non-finite state in epoch {epoch} ({what})"
+    if not all(torch.isfinite(p).all() for p in model.parameters()):
+        return f"non-finite parameters in epoch {epoch} ({what})"
+    return None
+
+
+def _resume(path: Path, model: nn.Module, opt: torch.optim.Optimizer, device: torch.device) -> dict[str, Any]:
+    ckpt = safe_load(path)
+    model.load_state_dict(ckpt["model"])
+    opt.load_state_dict(ckpt["optim"])
+    torch.set_rng_state(ckpt["rng"])
+    if device.type == "cuda" and "cuda_rng" in ckpt:
+        torch.cuda.set_rng_state(ckpt["cuda_rng"], device)
+    return ckpt["state"]
 
 
 def train_step(forward: Callable, model: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
@@ -215,15 +311,14 @@ class _LayerRecording:
     """``train.record_layers``: the srr measure's per-layer values into history.csv (``layer.<ℓ>.<q>``).
 
     ``every: N`` records at initialisation (epoch 0) and every N epochs, ``epochs: [..]`` at
-    those epochs; either way also at the last epoch. ``n_images`` (default: the measure's
-    256) is a fixed seeded subset of the training set.
+    those epochs; either way also at the last epoch. ``n_images`` (the measure's 256 in the
+    shipped tree) is a fixed seeded subset of the training set.
     """
 
-    def __init__(self, spec: Optional[dict], model: nn.Module, data: Dataset, measure_settings: Optional[dict]):
-        spec = dict(spec or {})
-        self.every = int(spec.get("every") or 0)
-        self.epochs = {int(e) for e in spec.get("epochs") or []}
-        self.n_images = spec.get("n_images", 256)
+    def __init__(self, spec: Any, model: nn.Module, data: Dataset, measure_settings: Optional[dict]):
+        self.every = int(spec.every or 0)
+        self.epochs = {int(e) for e in spec.epochs or []}
+        self.n_images = spec.n_images
         self.model, self.data, self.settings = model, data, measure_settings
 
     @property
@@ -246,22 +341,44 @@ def _checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, state:
     atomic_write(path, lambda f: torch.save(obj, f))
 
 
-def _finish(cfg: dict, run_dir: Path, model: nn.Module, data: Dataset, state: dict, status: str, rule: str,
-            bf16: bool, t0: float) -> dict[str, Any]:
+def chance_level(labels: torch.Tensor) -> tuple[float, float]:
+    """(p, threshold): p the largest class frequency (a constant prediction's accuracy) and
+    p + CHANCE_SE·√(p(1−p)/n), the train accuracy at or below which a run counts as at chance."""
+    n = len(labels)
+    p = torch.bincount(labels.cpu()).max().item() / n
+    return p, p + CHANCE_SE * math.sqrt(p * (1 - p) / n)
+
+
+def divergence(init_loss: Optional[float], train_loss: float, train_acc: float, labels: torch.Tensor) -> Optional[str]:
+    """Rules 3 and 4 of the module docstring on the final full-train-set evaluation; None = not diverged."""
+    if not math.isfinite(train_loss):
+        return f"non-finite train loss ({train_loss}) at the end"
+    if init_loss is not None and train_loss > DIVERGED_LOSS_FACTOR * init_loss:
+        return (f"train loss {train_loss:.4g} at the end, above {DIVERGED_LOSS_FACTOR:g}x its initial value "
+                f"{init_loss:.4g}")
+    p, threshold = chance_level(labels)
+    if train_acc <= threshold:
+        return f"train accuracy {train_acc:.4f} at chance level (<= {threshold:.4f}; largest class {p:.4f})"
+    return None
+
+
+def _finish(run: RunConfig, run_dir: Path, model: nn.Module, data: Dataset, state: dict, t0: float) -> dict[str, Any]:
     write_csv(run_dir / "history.csv", state["history"])
     nan = float("nan")
-    if status == "done":
-        save_model(model, run_dir / "final.pt", meta=dict(run_id=run_id(cfg), epoch=state["epoch"]))
-        tr_loss, tr_acc = evaluate(model, data, "train", bf16=bf16)
-        te_loss, te_acc = evaluate(model, data, "test", bf16=bf16)
-    else:
-        tr_loss = tr_acc = te_loss = te_acc = nan
+    reason = state.get("diverged_reason")
+    tr_loss = tr_acc = te_loss = te_acc = nan
+    if all(torch.isfinite(p).all() for p in model.parameters()):
+        tr_loss, tr_acc = evaluate(model, data, "train", bf16=run.train.bf16)
+        te_loss, te_acc = evaluate(model, data, "test", bf16=run.train.bf16)
+        save_model(model, run_dir / "final.pt", meta=dict(run_id=run_id(run.plain), epoch=state["epoch"]))
+    reason = reason or divergence(state.get("init_train_loss"), tr_loss, tr_acc, data.train.y)
+    status = "diverged" if reason else "done"
     steps_to = state["steps_to"]
     metrics = {
-        "run_id": run_id(cfg), "status": status,
-        "converged": status == "done" and (rule == "epochs" or state["stopped"]),
+        "run_id": run_id(run.plain), "status": status, "diverged_reason": reason,
+        "converged": None if run.train.stop == "epochs" else (status == "done" and bool(state["stopped"])),
         "train_acc": tr_acc, "test_acc": te_acc, "train_loss": tr_loss, "test_loss": te_loss,
-        "gap_acc": tr_acc - te_acc, "gap_loss": te_loss - tr_loss,
+        "gap_acc": tr_acc - te_acc, "gap_loss": te_loss - tr_loss, "init_train_loss": state.get("init_train_loss"),
         "epochs": state["epoch"], "steps": state["step"],
         "steps_to_ce_0.1": steps_to["0.1"], "steps_to_ce_0.01": steps_to["0.01"],
         "sum_train_loss": state["sum_train_loss"], "wall_s": time.perf_counter() - t0,

@@ -1,9 +1,11 @@
 """A sweep's grid: its jobs, their configs and run directories, and the sweep manifest.
 
-Hydra's basic sweeper turns ``hydra.sweeper.params`` plus the command line into a list of
-jobs, and each launcher composes a job's config with ``load_sweep_config``. ``jobs`` does
-the same, so the parent process sees every job's config before the first one starts:
-it validates them all, says how many are finished, and writes the sweep manifest
+Hydra's basic sweeper (and ours, ``sweeps.sweeper``, which is the basic one less the
+finished runs) turns ``hydra.sweeper.params`` plus the command line into a list of jobs,
+and each launcher composes a job's config with ``load_sweep_config``. ``jobs`` does the
+same, so the parent process sees every job's config before the first one starts: it
+validates them all, says how many are finished, drops the finished ones before dispatch,
+and writes the sweep manifest
 
     <sweep dir>/.srr-sweep/grid-<hash>.json   {"created", "overrides", "runs": [{"job", "run_id", "dir", "overrides"}]}
 
@@ -24,6 +26,12 @@ from typing import Any, Optional, Union
 
 MANIFEST_DIR = ".srr-sweep"
 PathLike = Union[str, os.PathLike]
+# Sweepers whose jobs are the cartesian grid of BasicSweeper.split_arguments.
+GRID_SWEEPERS = ("hydra._internal.core_plugins.basic_sweeper.BasicSweeper",
+                 "hydra_plugins.srr_sweeper.skip_finished.SkipFinishedSweeper")
+# The last grid composed: (its primary config, its jobs). The sweep callback and the sweeper
+# see the same primary config object; composing is Hydra's slow part (~0.1-0.5 s a job).
+_last: Optional[tuple[Any, list["Job"]]] = None
 
 
 @dataclass
@@ -47,7 +55,7 @@ def job_overrides(master: Any, config_loader: Any) -> Optional[list[list[str]]]:
     from omegaconf import OmegaConf
 
     target = str(master.hydra.sweeper.get("_target_", ""))
-    if not target.endswith("basic_sweeper.BasicSweeper"):
+    if target not in GRID_SWEEPERS:
         return None
     params = master.hydra.sweeper.get("params")
     params = OmegaConf.to_container(params, resolve=False) if params is not None else {}
@@ -57,24 +65,33 @@ def job_overrides(master: Any, config_loader: Any) -> Optional[list[list[str]]]:
 
 
 def jobs(master: Any, config_loader: Any = None) -> Optional[list[Job]]:
-    """The jobs of the multirun described by ``master`` (its primary config, hydra node included)."""
+    """The jobs of the multirun described by ``master`` (its primary config, hydra node
+    included); composed once per primary config object, however often asked."""
+    global _last
     from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import open_dict
 
-    from srr_bench.config import to_plain
-
+    if _last is not None and _last[0] is master:
+        return _last[1]
     loader = config_loader or GlobalHydra.instance().config_loader()
     overrides = job_overrides(master, loader)
     if overrides is None:
         return None
-    out = []
-    for num, ovr in enumerate(overrides):
-        cfg = loader.load_sweep_config(master, list(ovr))
-        with open_dict(cfg):
-            cfg.hydra.job.num = num
-        run_dir = Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)
-        out.append(Job(num, list(ovr), to_plain(cfg), run_dir))
+    out = [compose_job(master, loader, num, ovr) for num, ovr in enumerate(overrides)]
+    _last = (master, out)
     return out
+
+
+def compose_job(master: Any, loader: Any, num: int, overrides: list[str]) -> Job:
+    """One job's config and run directory, composed as the launcher will compose it."""
+    from omegaconf import open_dict
+
+    from srr_bench.config import to_plain
+
+    cfg = loader.load_sweep_config(master, list(overrides))
+    with open_dict(cfg):
+        cfg.hydra.job.num = num
+    run_dir = Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)
+    return Job(num, list(overrides), to_plain(cfg), run_dir)
 
 
 def jobs_from_multirun_yaml(sweep_dir: PathLike) -> Optional[list[Job]]:

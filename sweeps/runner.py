@@ -2,19 +2,24 @@
 
 ``run_job(cfg, run_dir)`` is what ``srr-train`` calls for every job, under any launcher:
 
-1. a complete run (metrics.json, and measures.json when measures are on) is returned as
-   is, without opening anything in its directory for writing: never retrained;
+1. a complete run (metrics.json, and measures.json when measures are on, no damaged file)
+   is returned as is, without opening anything in its directory for writing: never retrained;
 2. otherwise the job takes ``run_dir/.lock`` without waiting; when another process holds
-   it, the job reports the run as running elsewhere and moves on;
+   it, the job reports the run as running elsewhere and moves on; a directory it cannot
+   write (read-only, or a file in the way) is reported in one line;
 3. under the lock: a previous failure.json is removed (the run is retried), temporary
-   files of a killed writer are cleared, and ``train`` starts or resumes from checkpoint.pt;
+   files of a killed writer are cleared, the config is checked, the run's thread count
+   and device are applied (to every stage: a measure-only job runs as its training did),
+   damaged files are repaired (``sweeps.state.damage``: derived files rewritten or
+   recomputed, a run whose record cannot be trusted retrained, each said in one line),
+   and ``train`` starts or resumes from checkpoint.pt;
 4. a done run is measured (``measure.names``) when ``measure.enabled`` and the measures
    package is installed; measures already stored are not recomputed.
 
 A failure (an exception in training or measuring) is written to failure.json with its
-reason and traceback and printed at once; divergence is recorded by ``train`` as
-``status: diverged``. Neither stops the sweep. KeyboardInterrupt and SIGKILL are not
-failures: the run stays resumable.
+reason and traceback and printed at once in one line; divergence is recorded by ``train``
+as ``status: diverged`` with its reason. Neither stops the sweep. KeyboardInterrupt and
+SIGKILL are not failures: the run stays resumable.
 """
 from __future__ import annotations
 
@@ -27,14 +32,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from .locking import Lock, claim_gpu, run_lock
+from srr_bench.locking import Lock, claim_gpu, run_lock
 from .schema import validate
-from .state import FAILURE, complete, measure_names, measure_settings, read_json
+from .state import FAILURE, complete, damage, measure_names, measure_settings, read_json
 
 # Names of the files a run directory holds; their temporary siblings (".<name>.*.tmp",
 # from srr_bench.io.atomic_write) are left behind only by a killed writer.
 RUN_FILES = ("config.yaml", "hparams.json", "init.pt", "checkpoint.pt", "history.csv", "final.pt", "metrics.json",
              "measures.json", FAILURE)
+TRAINING_OUTPUTS = ("checkpoint.pt", "history.csv", "final.pt", "metrics.json", "measures.json")
 
 
 @dataclass
@@ -65,8 +71,10 @@ def record_failure(run_dir: Path, e: BaseException, stage: str) -> str:
     from srr_bench.io import write_json
 
     msg = one_line(e)
-    write_json(run_dir / FAILURE, dict(error=msg, stage=stage, traceback=traceback.format_exc(), host=socket.gethostname(),
-                                       pid=os.getpid(), time=time.strftime("%Y-%m-%dT%H:%M:%S%z")))
+    if run_dir.is_dir():  # deleted meanwhile: not recreated with a failure only
+        write_json(run_dir / FAILURE, dict(error=msg, stage=stage, traceback=traceback.format_exc(),
+                                           host=socket.gethostname(), pid=os.getpid(),
+                                           time=time.strftime("%Y-%m-%dT%H:%M:%S%z")))
     say(f"FAILED ({stage}): {msg} -> {run_dir}", err=True)
     return msg
 
@@ -82,7 +90,13 @@ def run_job(cfg: dict[str, Any], run_dir: str | os.PathLike, job_num: int = 0) -
     if complete(run_dir, measure_cfg):
         return _finished_before(run_dir)
     lock = run_lock(run_dir)
-    if not lock.acquire(tries=5):
+    try:
+        acquired = lock.acquire(tries=5)
+    except OSError as e:  # a read-only directory, a file where the directory should be, ...
+        msg = f"cannot write in the run directory: {e.strerror or e} ({e.filename or run_dir})"
+        say(f"FAILED: {msg} -> {run_dir}", err=True)
+        return Outcome("failed", run_dir, message=msg)
+    if not acquired:
         say(f"skipped, running in another process -> {run_dir}")
         return Outcome("running", run_dir, message="running in another process")
     gpu: Optional[Lock] = None
@@ -91,22 +105,26 @@ def run_job(cfg: dict[str, Any], run_dir: str | os.PathLike, job_num: int = 0) -
             return _finished_before(run_dir)
         lock.write_holder(job=job_num)
         _clear_stale(run_dir)
+        try:
+            validate(cfg, where=str(run_dir))
+            cfg, gpu = _place(cfg, job_num)
+            device = _apply_settings(cfg)
+            repair(cfg, run_dir)
+        except Exception as e:
+            return Outcome("failed", run_dir, message=record_failure(run_dir, e, "setup"))
         metrics = read_json(run_dir / "metrics.json")  # trained before, measures still to do
         if metrics is None:
             try:
-                validate(cfg, where=str(run_dir))
-                cfg, gpu = _place(cfg, job_num)
                 metrics = _train(cfg, run_dir)
             except Exception as e:  # recorded per run, so that a sweep survives it
                 return Outcome("failed", run_dir, message=record_failure(run_dir, e, "train"))
             if metrics.get("status") != "done":
-                epoch = int(metrics.get("epochs") or 0) + 1
-                say(f"DIVERGED: non-finite training loss in epoch {epoch} -> {run_dir}", err=True)
+                say(f"DIVERGED: {metrics.get('diverged_reason') or 'non-finite training loss'} -> {run_dir}", err=True)
                 return Outcome("diverged", run_dir, metrics)
             say(f"done: {_summary(metrics)} -> {run_dir}")
         if measure_cfg.get("enabled", False):
             try:
-                _measure(cfg, run_dir, measure_cfg)
+                _measure(run_dir, measure_cfg, device)
             except Exception as e:
                 return Outcome("failed", run_dir, metrics, record_failure(run_dir, e, "measures"))
         return Outcome("trained", run_dir, metrics)
@@ -114,6 +132,57 @@ def run_job(cfg: dict[str, Any], run_dir: str | os.PathLike, job_num: int = 0) -
         if gpu is not None:
             gpu.release()
         lock.release()
+
+
+def _apply_settings(cfg: dict[str, Any]) -> Any:
+    """The run's ``train.threads`` and ``train.device``, for every stage of the job; returns the device."""
+    import torch
+
+    from srr_bench.train import resolve_device
+
+    threads = cfg["train"].get("threads")
+    if threads:
+        torch.set_num_threads(int(threads))
+    return resolve_device(cfg["train"].get("device", "auto"))
+
+
+def repair(cfg: dict[str, Any], run_dir: Path) -> list[str]:
+    """Under the lock: repair what ``sweeps.state.damage`` finds, one line said per file.
+
+    A run whose record cannot be trusted (metrics.json unreadable, init.pt missing) loses
+    its training outputs and is retrained (an unreadable metrics.json is kept as
+    metrics.json.corrupt); a missing config.yaml / hparams.json is rewritten from the config
+    when the record's run id is this config's (else retrained); a finished run's leftover
+    checkpoint.pt is removed; an unreadable measures.json is kept as measures.json.corrupt
+    and the measures are computed again.
+    """
+    from srr_bench.runs import run_id
+    from srr_bench.train import write_run_config
+
+    found = damage(run_dir)
+    metrics = read_json(run_dir / "metrics.json")
+    foreign = isinstance(metrics, dict) and metrics.get("run_id") not in (None, run_id(cfg))
+    retrain = any(d.fix == "retrain" or (d.fix == "rewrite" and foreign) for d in found)
+    for d in found:
+        say(f"repairing: {d} -> {run_dir}")
+    if retrain:
+        if any(d.file == "metrics.json" for d in found):
+            _set_aside(run_dir, "metrics.json")
+        for name in TRAINING_OUTPUTS:
+            (run_dir / name).unlink(missing_ok=True)
+        return [str(d) for d in found]
+    for d in found:
+        if d.fix == "rewrite":
+            write_run_config(cfg, run_dir)
+        elif d.fix == "remove":
+            (run_dir / d.file).unlink(missing_ok=True)
+        elif d.fix == "remeasure":
+            _set_aside(run_dir, d.file)
+    return [str(d) for d in found]
+
+
+def _set_aside(run_dir: Path, name: str) -> None:
+    os.replace(run_dir / name, run_dir / f"{name}.corrupt")
 
 
 def _finished_before(run_dir: Path) -> Outcome:
@@ -155,17 +224,15 @@ def _place(cfg: dict[str, Any], job_num: int) -> tuple[dict[str, Any], Optional[
     return {**cfg, "train": {**cfg["train"], "device": f"cuda:{index}"}}, slot
 
 
-def _measure(cfg: dict[str, Any], run_dir: Path, measure_cfg: dict[str, Any]) -> None:
+def _measure(run_dir: Path, measure_cfg: dict[str, Any], device: Any) -> None:
     try:
         from measures import compute
     except ImportError:
         return  # the measures package is optional: train-only sweeps still work
-    from srr_bench.train import resolve_device
 
     t0 = time.perf_counter()
     out = compute(run_dir, names=measure_names(measure_cfg), exclude=list(measure_cfg.get("exclude") or []),
-                  settings=measure_settings(measure_cfg), device=resolve_device(cfg["train"].get("device", "auto")),
-                  batch_size=int(measure_cfg.get("batch_size", 256)))
+                  settings=measure_settings(measure_cfg), device=device, batch_size=int(measure_cfg.get("batch_size", 256)))
     failed = sorted((out or {}).get("failures") or {})
     note = f", {len(failed)} failed ({', '.join(failed)})" if failed else ""
     say(f"measured: {len((out or {}).get('values') or {})} values{note} in {time.perf_counter() - t0:.1f}s -> {run_dir}")

@@ -2,10 +2,13 @@
 
     done         metrics.json says done (and no measures failure is pending)
     diverged     metrics.json says diverged (final: a relaunch does not retrain it)
-    failed       failure.json and no metrics.json, or the measures stage failed; a relaunch retries
+    failed       failure.json and no metrics.json, or the measures stage failed, or a file is
+                 damaged (``damage``: the reason names the file and what a relaunch does); a
+                 relaunch retries
     running      another process holds run_dir/.lock (or, for a holder on another host, the
                  run's files changed within ``fresh_s``)
-    interrupted  started (config.yaml or checkpoint.pt) but nobody holds it; a relaunch resumes
+    interrupted  started (config.yaml or checkpoint.pt) but nobody holds it, or trained with its
+                 measures unfinished (``measure_cfg`` given); a relaunch resumes
     pending      in the sweep's grid, no directory yet
 
 The reader imports neither torch nor Hydra, so ``srr-status`` stays fast.
@@ -18,9 +21,9 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, ClassVar, Optional, Union
 
-from .locking import LOCK_NAME, holder, is_locked
+from srr_bench.locking import LOCK_NAME, holder, is_locked
 
 STATES = ("done", "diverged", "failed", "running", "interrupted", "pending")
 FAILURE = "failure.json"
@@ -37,6 +40,52 @@ def read_json(path: Path) -> Optional[Any]:
 
 
 @dataclass
+class Damage:
+    """A run directory file that is missing or unreadable, and what a relaunch does about it."""
+
+    file: str
+    problem: str
+    fix: str  # retrain | rewrite | remove | remeasure
+
+    FIXES: ClassVar[dict[str, str]] = {"retrain": "trains the run again", "rewrite": "rewrites it from the config",
+                                       "remove": "removes it", "remeasure": "keeps it as measures.json.corrupt and measures again"}
+
+    def __str__(self) -> str:
+        return f"{self.file} {self.problem}; a relaunch {self.FIXES[self.fix]}"
+
+
+def damage(run_dir: PathLike) -> list[Damage]:
+    """What is wrong with a run directory's files (reads only), one ``Damage`` per file:
+
+    - metrics.json unreadable: what it recorded (steps, sums, wall time) cannot be rebuilt,
+      so the run is retrained;
+    - training outputs (metrics.json, checkpoint.pt, final.pt) without init.pt: the directory
+      was deleted while training and recreated by a later write; retrained;
+    - config.yaml or hparams.json missing beside training outputs: derived from the config,
+      rewritten;
+    - checkpoint.pt beside a valid metrics.json: a kill between the two; removed;
+    - measures.json unreadable: derived from the saved models; measured again.
+    """
+    run_dir = Path(run_dir)
+    found: list[Damage] = []
+    has = lambda name: (run_dir / name).exists()  # noqa: E731
+    metrics = read_json(run_dir / "metrics.json") if has("metrics.json") else None
+    if has("metrics.json") and not isinstance(metrics, dict):
+        found.append(Damage("metrics.json", "is unreadable", "retrain"))
+    trained = isinstance(metrics, dict) or has("checkpoint.pt") or has("final.pt")
+    if trained and not has("init.pt"):
+        found.append(Damage("init.pt", "is missing beside training outputs (directory deleted while training?)",
+                            "retrain"))
+    if trained:
+        found += [Damage(name, "is missing", "rewrite") for name in ("config.yaml", "hparams.json") if not has(name)]
+    if isinstance(metrics, dict) and has("checkpoint.pt"):
+        found.append(Damage("checkpoint.pt", "is left over from a finished run", "remove"))
+    if has("measures.json") and not isinstance(read_json(run_dir / "measures.json"), dict):
+        found.append(Damage("measures.json", "is unreadable", "remeasure"))
+    return found
+
+
+@dataclass
 class RunState:
     path: Path
     state: str
@@ -45,7 +94,10 @@ class RunState:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def run_state(run_dir: PathLike, fresh_s: float = 600.0) -> RunState:
+def run_state(run_dir: PathLike, fresh_s: float = 600.0, measure_cfg: Any = None) -> RunState:
+    """The state of one run directory. With ``measure_cfg`` (the sweep's ``measure`` section, or
+    ``"run"`` for the one in the run's config.yaml), a trained run whose measures are not all
+    stored counts as interrupted."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         return RunState(run_dir, "pending")
@@ -57,11 +109,17 @@ def run_state(run_dir: PathLike, fresh_s: float = 600.0) -> RunState:
         h = holder(lock) or {}
         where = f"pid {h.get('pid')} on {h.get('host')}" if h else "another process"
         return RunState(run_dir, "running", where, metrics, dict(holder=h))
+    serious = [d for d in damage(run_dir) if d.fix != "remove"]
+    if serious:
+        return RunState(run_dir, "failed", "; ".join(map(str, serious)), metrics if isinstance(metrics, dict) else None)
     if isinstance(metrics, dict):
         if metrics.get("status") == "diverged":
             return RunState(run_dir, "diverged", _diverged_reason(metrics), metrics)
         if failure is not None:  # trained, but the measures stage failed
             return RunState(run_dir, "failed", reason or "measures failed", metrics)
+        unmeasured = _unmeasured(run_dir, metrics, measure_cfg)
+        if unmeasured:
+            return RunState(run_dir, "interrupted", unmeasured, metrics, dict(measures_left=True))
         return RunState(run_dir, "done", "", metrics)
     if failure is not None:
         return RunState(run_dir, "failed", reason or "failed (no message)")
@@ -78,7 +136,34 @@ def _age(run_dir: Path) -> float:
 
 
 def _diverged_reason(metrics: dict[str, Any]) -> str:
-    return f"non-finite training loss in epoch {int(metrics.get('epochs') or 0) + 1}"
+    if metrics.get("diverged_reason"):
+        return str(metrics["diverged_reason"])
+    return f"non-finite training loss in epoch {int(metrics.get('epochs') or 0) + 1}"  # records before the reason was kept
+
+
+def _run_measure_cfg(run_dir: Path) -> Optional[dict[str, Any]]:
+    """The ``measure`` section of the run's config.yaml (PyYAML only: no Hydra, no torch)."""
+    try:
+        import yaml
+
+        with open(run_dir / "config.yaml") as f:
+            section = (yaml.safe_load(f) or {}).get("measure")
+    except (OSError, ValueError, AttributeError, ImportError):
+        return None
+    return section if isinstance(section, dict) else None
+
+
+def _unmeasured(run_dir: Path, metrics: dict[str, Any], measure_cfg: Any) -> str:
+    """Why a done run's measures are unfinished ("" when they are finished or not asked for)."""
+    if measure_cfg == "run":
+        measure_cfg = _run_measure_cfg(run_dir)
+    if metrics.get("status") != "done" or not (measure_cfg or {}).get("enabled", False):
+        return ""
+    if not (run_dir / "measures.json").exists():
+        return "trained, measures not started; a relaunch measures it"
+    if measures_settled(run_dir, measure_cfg) is False:
+        return "trained, measures unfinished; a relaunch completes them"
+    return ""
 
 
 def _progress(run_dir: Path) -> str:
@@ -93,7 +178,7 @@ def complete(run_dir: PathLike, measure_cfg: Optional[dict[str, Any]] = None) ->
     run is returned as is; nothing in its directory is touched."""
     run_dir = Path(run_dir)
     metrics = read_json(run_dir / "metrics.json")
-    if not isinstance(metrics, dict) or (run_dir / FAILURE).exists():
+    if not isinstance(metrics, dict) or (run_dir / FAILURE).exists() or damage(run_dir):
         return False
     if metrics.get("status") != "done" or not (measure_cfg or {}).get("enabled", False):
         return True

@@ -4,12 +4,18 @@
     srr-status multirun/demo --runs     one line per run
     srr-status multirun/demo --json     the same as JSON
 
-States (``sweeps.state``): done, diverged, failed, running (lock held), interrupted
-(started, nobody on it: a relaunch resumes it) and pending (in the grid, no directory
-yet; the grid comes from the sweep manifest written at launch, else from Hydra's
-``multirun.yaml``). The time left is the mean wall time of the finished runs times the
-runs still to do (pending, interrupted, half of each running one), divided by
-the number running now. Reads files only: safe while the sweep runs. Also
+States (``sweeps.state``): done, diverged, failed (also: a damaged file, named with what
+a relaunch does), running (lock held), interrupted (started, nobody on it: a relaunch
+resumes it; also a trained run whose measures, asked for in its config.yaml, are
+unfinished) and pending (in the grid, no directory yet; the grid comes from the sweep
+manifest written at launch, else from Hydra's ``multirun.yaml``).
+
+The time left counts whole jobs, measures included: a job takes the mean training time
+of the trained runs (metrics.json's ``wall_s``) plus the mean measuring time of the
+measured ones (the sum of measures.json's per-measure ``wall_s``); the runs still to do
+(pending, interrupted in training, half of each running one) take a whole job each, the
+trained runs with unfinished measures the measuring part; the total is divided by the
+number running now. Reads files only: safe while the sweep runs. Also
 ``python -m sweeps.status``.
 """
 from __future__ import annotations
@@ -25,7 +31,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 from .grid import MANIFEST_DIR, read_manifests
-from .state import FAILURE, STATES, RunState, run_state
+from .state import FAILURE, STATES, RunState, read_json, run_state
 
 PathLike = Union[str, os.PathLike]
 MARKERS = ("config.yaml", "metrics.json", FAILURE, "checkpoint.pt", ".lock")
@@ -65,16 +71,41 @@ def sweep_status(sweep_dir: PathLike, enumerate_grid: bool = True, fresh_s: floa
         raise FileNotFoundError(f"{sweep_dir}: no such sweep directory")
     grid, source = _grid(sweep_dir, enumerate_grid)
     dirs = sorted(set(find_run_dirs(sweep_dir)) | set(grid))
-    runs = [run_state(d, fresh_s=fresh_s) for d in dirs]
+    runs = [run_state(d, fresh_s=fresh_s, measure_cfg="run") for d in dirs]
     counts = Counter(r.state for r in runs)
-    walls = [float(r.metrics["wall_s"]) for r in runs
-             if r.metrics and isinstance(r.metrics.get("wall_s"), (int, float)) and math.isfinite(r.metrics["wall_s"])]
-    mean = sum(walls) / len(walls) if walls else None
-    todo = counts["pending"] + counts["interrupted"] + 0.5 * counts["running"]  # failed runs wait for a relaunch
-    left = None if mean is None else (mean * todo / max(1, counts["running"]) if todo else 0.0)
+    mean, left = time_left(runs, counts)
     return dict(sweep_dir=str(sweep_dir), grid_source=source, total=len(runs),
                 counts={s: counts[s] for s in STATES}, mean_run_s=mean, time_left_s=left,
                 runs=[_row(r, sweep_dir) for r in runs])
+
+
+def _mean(values: list[float]) -> Optional[float]:
+    return sum(values) / len(values) if values else None
+
+
+def measure_seconds(run_dir: Path) -> Optional[float]:
+    """Time spent measuring a run: the sum of measures.json's per-measure ``wall_s`` (None without one)."""
+    data = read_json(run_dir / "measures.json")
+    if not isinstance(data, dict):
+        return None
+    diags = data.get("diagnostics") or {}
+    return float(sum(d.get("wall_s", 0.0) for d in diags.values() if isinstance(d, dict)
+                     and isinstance(d.get("wall_s"), (int, float))))
+
+
+def time_left(runs: list[RunState], counts: Counter) -> tuple[Optional[float], Optional[float]]:
+    """(mean seconds of a whole job, seconds left); see the module docstring. None when unknown."""
+    trained = [float(r.metrics["wall_s"]) for r in runs if r.metrics and isinstance(r.metrics.get("wall_s"), (int, float))
+               and math.isfinite(r.metrics["wall_s"])]
+    measured = [s for s in (measure_seconds(r.path) for r in runs if r.state == "done") if s is not None]
+    mean_train, mean_measure = _mean(trained), _mean(measured) or 0.0
+    if mean_train is None:
+        return None, None
+    job = mean_train + mean_measure
+    unmeasured = sum(1 for r in runs if r.extra.get("measures_left"))
+    whole = counts["pending"] + (counts["interrupted"] - unmeasured) + 0.5 * counts["running"]
+    todo = whole * job + unmeasured * mean_measure  # failed runs wait for a relaunch
+    return job, (todo / max(1, counts["running"]) if todo else 0.0)
 
 
 def _row(r: RunState, sweep_dir: Path) -> dict[str, Any]:

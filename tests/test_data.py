@@ -14,10 +14,7 @@ from srr_bench.data import DataError, archives, augment_batch, balanced_subset, 
 from tests.conftest import SHARED_CIFAR
 
 
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path, monkeypatch):
-    """Checksums and decoded images are cached under the test's own folder, not ~/.cache."""
-    monkeypatch.setenv("SRR_BENCH_CACHE", str(tmp_path / "srr-cache"))
+pytestmark = pytest.mark.usefixtures("private_cache")  # checksums and decodes cached per test
 
 
 class Py2Pickler(pickle._Pickler):

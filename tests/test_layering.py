@@ -10,11 +10,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# srr_bench/cli.py and srr_bench/demo.py are the command-line entry points, which another
-# change moves above the packages they call (issue 10, "Structure"); until that lands they
-# may import measures / sweeps / analysis. Remove this exclusion when it has.
-ENTRY_POINTS_BEING_MOVED = {"srr_bench/cli.py", "srr_bench/demo.py"}
-
 FORBIDDEN = {
     "srr_bench": {"measures", "sweeps", "analysis"},
     "measures": {"sweeps", "analysis"},
@@ -44,8 +39,6 @@ def test_packages_never_import_upward(package):
     bad = []
     for path in files:
         rel = path.relative_to(ROOT).as_posix()
-        if rel in ENTRY_POINTS_BEING_MOVED:
-            continue
         for name in sorted(imported_packages(path) & FORBIDDEN[package]):
             bad.append(f"{rel} imports {name}")
     assert not bad, "; ".join(bad)

@@ -17,7 +17,7 @@ QUICK = ["--set", "pacbayes.n_images=64", "--set", "pacbayes.mc_samples=2", "--s
 def run_dir(tmp_path_factory):
     """One finished digits run (tiny CRATE, 1 epoch)."""
     d = tmp_path_factory.mktemp("sweep") / "run-a"
-    cfg = compose(["train.epochs=1", "train.device=cpu", "train.progress=false", "data.n_train=256", "data.n_test=64"])
+    cfg = compose(["train.epochs=3", "train.device=cpu", "train.progress=false", "data.n_train=256", "data.n_test=64"])
     train(cfg, d)
     return d
 

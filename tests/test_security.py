@@ -17,9 +17,7 @@ from srr_bench.data import DataError, archives, load_data
 from tests.test_data import CIFAR10_FILES, cifar_batch, publish, py2_pickle, write_cifar10
 
 
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("SRR_BENCH_CACHE", str(tmp_path / "srr-cache"))
+pytestmark = pytest.mark.usefixtures("private_cache")  # checksums and decodes cached per test
 
 
 class System:

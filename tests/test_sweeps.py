@@ -2,6 +2,7 @@
 runner (skip / resume / retry / measure), GPU slots and ``srr-status``."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,14 +12,15 @@ import pytest
 
 from srr_bench.config import CONF_DIR, compose, register_resolvers
 from srr_bench.runs import run_id
-from sweeps import grid, locking
+from sweeps import grid
+from srr_bench import locking
 from sweeps.runner import run_job
 from sweeps.schema import ConfigError, validate
 from sweeps.state import complete, run_state
 from sweeps.status import format_status, main as status_main, sweep_status
 
 ROOT = Path(__file__).resolve().parents[1]
-TRAIN = "from srr_bench.cli import train_main; train_main()"
+TRAIN = "from sweeps.cli import train_main; train_main()"
 FAST = ["train.epochs=1", "train.device=cpu", "train.progress=false", "measure=none"]
 
 try:
@@ -165,12 +167,16 @@ def test_measure_and_launcher_do_not_change_run_identity():
     (["train.stop=ce"], "train.stop=ce needs a target"),
     (["+seeds=3"], "config.seeds: unknown key (did you mean 'seed'?)"),
     (["data.n_train=0.5"], "data.n_train: expected int or null"),
+    (["data.n_train=-499"], "data.n_train: must be a positive number of images"),
+    (["data.n_test=0"], "data.n_test: must be a positive number of images"),
+    (["optim.lr=-0.001"], "optim.lr: must be positive, got -0.001"),
 ])
 def test_schema_names_the_problem(overrides, message):
-    cfg = compose(overrides)
     with pytest.raises(ConfigError) as e:
-        validate(cfg)
+        validate(compose(overrides, validate=False))
     assert message in str(e.value)
+    with pytest.raises(ConfigError, match=re.escape(message)):  # compose itself checks
+        compose(overrides)
 
 
 @pytest.mark.skipif(not HAVE_MEASURES, reason="measures package not installed")
@@ -194,7 +200,7 @@ def test_validation_changes_nothing_and_every_option_of_every_group_passes():
 
 _HOLD = """
 import sys, time
-from sweeps.locking import Lock
+from srr_bench.locking import Lock
 lock = Lock(sys.argv[1])
 assert lock.acquire()
 lock.write_holder()
@@ -334,7 +340,8 @@ def test_measures_run_at_the_end_and_are_not_redone(small_cfg, tmp_path):
 
 def fake_run(path: Path, metrics: dict | None = None, failure: str | None = None, checkpoint: bool = False) -> None:
     path.mkdir(parents=True)
-    (path / "config.yaml").write_text("seed: 0\n")
+    for name, text in (("config.yaml", "seed: 0\n"), ("hparams.json", "{}"), ("init.pt", "x")):
+        (path / name).write_text(text)
     if metrics is not None:
         (path / "metrics.json").write_text(json.dumps(metrics))
     if failure is not None:
@@ -370,6 +377,31 @@ def test_status_counts_every_state_and_estimates_the_time_left(tmp_path, capsys)
     assert status_main([str(sweep), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["counts"]["pending"] == 2
     assert status_main([str(tmp_path / "nope")]) == 2
+
+
+@pytest.mark.skipif(not HAVE_MEASURES, reason="measures package not installed")
+def test_status_counts_unfinished_measures_and_times_whole_jobs(tmp_path):
+    from measures import MEASURES
+    from measures.registry import validate_overrides
+    from measures.store import _plain
+
+    sweep, measure = tmp_path / "sweep", "measure:\n  enabled: true\n  names: [l2]\n"
+    fake_run(sweep / "a", dict(status="done", test_acc=0.9, gap_acc=0.0, epochs=3, wall_s=100.0))
+    fake_run(sweep / "b", dict(status="done", test_acc=0.9, gap_acc=0.0, epochs=3, wall_s=100.0))
+    for name in ("a", "b"):
+        (sweep / name / "config.yaml").write_text(measure)
+    settings = _plain(MEASURES.get("l2").settings(validate_overrides({"seed": 0})))
+    (sweep / "a" / "measures.json").write_text(json.dumps(dict(
+        values={"l2": 1.0}, diagnostics={"l2": {"wall_s": 50.0}}, failures={}, settings={"l2": settings})))
+    runs = [dict(job=i, run_id=n, dir=n, overrides=[]) for i, n in enumerate("abc")]
+    (sweep / ".srr-sweep").mkdir()
+    (sweep / ".srr-sweep" / "grid-0.json").write_text(json.dumps(dict(runs=runs)))
+    report = sweep_status(sweep)
+    c = report["counts"]
+    assert (c["done"], c["interrupted"], c["pending"]) == (1, 1, 1)  # b: trained, not measured
+    assert "measures not started" in next(r["reason"] for r in report["runs"] if r["run"] == "b")
+    assert report["mean_run_s"] == pytest.approx(150.0)  # training 100 s + measuring 50 s
+    assert report["time_left_s"] == pytest.approx(150.0 + 50.0)  # c: a whole job; b: its measures
 
 
 def test_status_runs_as_a_module(tmp_path):
@@ -419,7 +451,7 @@ def test_relaunch_skips_finished_runs_and_status_sees_the_grid(tmp_path):
     second = srr_train("-m", f"hydra.sweep.dir={out}", *FAST, "model=crate,crate_n", "seed=0,1", cwd=tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "4 runs: 2 finished, 2 new" in second.stderr
-    assert second.stdout.count("finished before (done)") == 2 and second.stdout.count("done: test_acc") == 2
+    assert second.stdout.count("done: test_acc") == 2  # the finished two are not trained again (nor dispatched)
     assert all(p.stat().st_mtime_ns == t for p, t in stamps.items())
     assert sweep_status(out)["counts"]["done"] == 4
     # the grid is known before any run directory exists: a fresh sweep dir with only the manifest

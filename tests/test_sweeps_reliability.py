@@ -23,7 +23,7 @@ from sweeps.state import complete, run_state
 from sweeps.status import find_run_dirs, sweep_status
 
 ROOT = Path(__file__).resolve().parents[1]
-TRAIN = "from srr_bench.cli import train_main; train_main()"
+TRAIN = "from sweeps.cli import train_main; train_main()"
 GRID = ["model=crate,crate_n", "optim.lr=1e-3,3e-3", "seed=0,1"]  # 8 runs
 
 try:
@@ -84,7 +84,11 @@ def test_sigkilled_sweep_relaunched_ends_as_an_uninterrupted_one(tmp_path):
     log = tmp_path / "killed.log"
     finished: dict[Path, dict] = {}  # run dir -> its files when first seen complete
     interrupted_seen = 0
-    for k in range(5):
+    k = 0
+    # Five seeded kills, then more (up to 12) until one landed inside a run and one run got
+    # through between kills: on a loaded machine a run can take longer than the kill windows.
+    while k < 5 or (k < 12 and not (finished and interrupted_seen)):
+        k += 1
         started = log.read_text().count("\t#0 : ") if log.exists() else 0
         p = launch(out, log)
         while p.poll() is None and log.read_text().count("\t#0 : ") == started:  # startup: imports, grid check
@@ -129,6 +133,6 @@ def test_two_sweeps_into_one_directory_lose_no_run_and_train_each_once(tmp_path)
     text = "".join(log.read_text() for log in logs)
     for run in find_run_dirs(out):
         assert complete(run, MEASURE)
-        assert text.count(f"-> {run}\n") >= 2  # both sweeps met it
+        assert text.count(f"-> {run}\n") >= 1  # the other sweep may not dispatch it once it is finished
         trained = sum(line.startswith("done: ") and line.endswith(f"-> {run}") for line in text.splitlines())
         assert trained == 1, f"{run.name} trained {trained} times"

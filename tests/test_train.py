@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from srr_bench.checkpoints import load_model
+from srr_bench.config import ConfigError
 from srr_bench.train import train
 
 METRIC_KEYS = {"train_acc", "test_acc", "train_loss", "test_loss", "gap_acc", "gap_loss", "epochs", "steps",
@@ -34,7 +35,7 @@ def test_run_directory_is_complete_and_self_describing(small_cfg, tmp_path):
 
     assert evaluate(model, load_data(cfg["data"]), "test")[1] == pytest.approx(m["test_acc"])
     hist = (tmp_path / "history.csv").read_text().splitlines()
-    assert len(hist) == 4 and hist[0].startswith("epoch,step,lr")
+    assert len(hist) == 5 and hist[0].startswith("epoch,step,") and hist[1].startswith("0,0,")  # + initialisation
     assert json.loads((tmp_path / "hparams.json").read_text())["variant"] == "crate_n"
 
 
@@ -128,7 +129,7 @@ def test_sigkill_and_resume_ends_with_the_same_metrics(small_cfg, tmp_path):
 def test_srr_train_cli_trains_into_the_given_directory(tmp_path):
     out = tmp_path / "run"
     r = subprocess.run(
-        [sys.executable, "-c", "from srr_bench.cli import train_main; train_main()", "model=crate_t", "data=digits",
+        [sys.executable, "-c", "from sweeps.cli import train_main; train_main()", "model=crate_t", "data=digits",
          "optim.lr=1e-3", "train.epochs=2", "seed=1", "train.device=cpu", "measure=none", f"hydra.run.dir={out}"],
         capture_output=True, text=True, cwd=tmp_path, timeout=300,
     )
@@ -139,7 +140,7 @@ def test_srr_train_cli_trains_into_the_given_directory(tmp_path):
 
 @pytest.mark.slow
 def test_srr_train_cli_default_directory_is_named_by_config_hash(tmp_path):
-    cmd = [sys.executable, "-c", "from srr_bench.cli import train_main; train_main()", "train.epochs=1", "train.device=cpu", "measure=none"]
+    cmd = [sys.executable, "-c", "from sweeps.cli import train_main; train_main()", "train.epochs=1", "train.device=cpu", "measure=none"]
     r1 = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
     r2 = subprocess.run(cmd + ["train.progress=false"], capture_output=True, text=True, cwd=tmp_path, timeout=300)
     runs = list((tmp_path / "runs").iterdir())
@@ -150,7 +151,7 @@ def test_srr_train_cli_default_directory_is_named_by_config_hash(tmp_path):
 def test_unknown_model_fails_before_any_work(small_cfg, tmp_path):
     cfg = small_cfg()
     cfg["model"]["name"] = "crate_x"
-    with pytest.raises(KeyError, match="unknown model"):
+    with pytest.raises(ConfigError, match="unknown model"):
         train(cfg, tmp_path)
 
 

@@ -16,7 +16,7 @@ export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD
 nvidia-smi --query-gpu=name --format=csv,noheader
 # decode the JPEGs once into the cache, so that the 16 workers do not all do it
 python3 -c "from srr_bench.data import load_data; load_data(dict(name='imagefolder', root='$(dirname "$DATA")', options=dict(path='$(basename "$DATA")')))"
-timeout "${TRAIN_SECONDS:-300}" python3 -c "from srr_bench.cli import train_main; train_main()" -m experiment=cifar10_small \
+timeout "${TRAIN_SECONDS:-300}" python3 -c "from sweeps.cli import train_main; train_main()" -m experiment=cifar10_small \
   data=imagefolder data.root="$(dirname "$DATA")" data.options.path="$(basename "$DATA")" \
   launcher=joblib hydra.launcher.n_jobs=16 train.device=cuda hydra.sweep.dir="$SWEEP" > "$DEST/train.log" 2>&1
 echo "training exit code $? ($(ls "$SWEEP" | wc -l) run directories)"

@@ -18,7 +18,7 @@ DEST=${DEST:-results/cifar10_small_cpu}
 PY=${PY:-.venv/bin/python}
 export PYTHONUNBUFFERED=1
 DATA=$(cd "$(dirname "$DATA")" && pwd)/$(basename "$DATA")
-$PY -c "from srr_bench.cli import train_main; train_main()" -m experiment=cifar10_small \
+$PY -c "from sweeps.cli import train_main; train_main()" -m experiment=cifar10_small \
   data=imagefolder data.root="$(dirname "$DATA")" data.options.path="$(basename "$DATA")" \
   data.n_train=1000 train.epochs=30 train.eval_train_every_epoch=false 'measure.exclude=[hessian*]' \
   hydra.sweep.dir="$SWEEP" ${TRAIN_ARGS:-} >> "$DEST/train.log" 2>&1

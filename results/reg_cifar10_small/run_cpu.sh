@@ -12,7 +12,7 @@ PY=${PY:-.venv/bin/python}
 export PYTHONUNBUFFERED=1
 DATA=$(cd "$(dirname "$DATA")" && pwd)/$(basename "$DATA")
 for experiment in reg_cifar10_small reg_layers_cifar10_small; do
-  $PY -c "from srr_bench.cli import train_main; train_main()" -m experiment=$experiment \
+  $PY -c "from sweeps.cli import train_main; train_main()" -m experiment=$experiment \
     data=imagefolder data.root="$(dirname "$DATA")" data.options.path="$(basename "$DATA")" \
     hydra.sweep.dir="$SWEEP" ${TRAIN_ARGS:-} >> "$DEST/train.log" 2>&1
   echo "$experiment: exit code $? ($(ls "$SWEEP" | wc -l) run directories)"

@@ -3,6 +3,7 @@
 ``srr-demo`` (or ``make demo``) runs ``srr-train -m experiment=demo`` into
 ``multirun/demo``, then ``srr-measure`` and ``srr-analyze report`` on it when those
 parts are installed, and prints where everything went. Relaunching skips finished work.
+It sits above every package it drives (sweeps, measures, analysis).
 """
 from __future__ import annotations
 
@@ -13,16 +14,18 @@ import sys
 import time
 from pathlib import Path
 
+from .cli import output_dir_problem
+
 
 def _train_grid(out: Path, extra: list[str]) -> int:
-    cmd = [sys.executable, "-c", "from srr_bench.cli import train_main; train_main()", "-m", "experiment=demo",
-           f"hydra.sweep.dir={out}", "train.progress=false", *extra]
-    print("$ srr-train -m experiment=demo " + " ".join(cmd[6:]), flush=True)
+    cmd = [sys.executable, "-m", "sweeps.cli", "-m", "experiment=demo", f"hydra.sweep.dir={out}",
+           "train.progress=false", *extra]
+    print("$ srr-train -m experiment=demo " + " ".join(cmd[5:]), flush=True)
     return subprocess.call(cmd)
 
 
 def summary(out: Path) -> str:
-    from .runs import find_runs
+    from srr_bench.runs import find_runs
 
     rows = []
     for run in find_runs(out):
@@ -41,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run")
     args = ap.parse_args(argv)
     out = Path(args.out)
+    problem = output_dir_problem("--out", args.out)
+    if problem:
+        print(f"srr-demo: {problem}", file=sys.stderr)
+        return 2
     t0 = time.time()
     if _train_grid(out, args.overrides) != 0:
         print("the training sweep failed; see the messages above", file=sys.stderr)

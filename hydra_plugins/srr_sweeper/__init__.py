@@ -1,0 +1,1 @@
+"""srr-bench's Hydra sweeper (see skip_finished.py)."""

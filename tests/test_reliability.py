@@ -1,0 +1,228 @@
+"""Reliability of a run and of its directory (issue 12, items 4, 5, 7, 8, 9; issue 10, defect 5):
+divergence defined and recorded, the regulariser's blow-up final, every job stage under the
+run's thread and device settings, damaged run directories repaired or named in one line."""
+import json
+import math
+import os
+import shutil
+
+import pytest
+import torch
+
+import srr_bench.train as training
+from srr_bench.train import chance_level, divergence, train
+from sweeps import runner
+from sweeps.runner import run_job
+from sweeps.state import complete, damage, run_state
+
+try:
+    import measures  # noqa: F401
+
+    HAVE_MEASURES = True
+except ImportError:
+    HAVE_MEASURES = False
+
+FAST = ("measure=none",)
+SUBSPACES = ("data=subspaces", "data.n_train=200", "data.n_test=100", "train.batch_size=32", "model.patch_size=4",
+             "optim.lr=3e-3")
+
+
+# --- item 4: what "diverged" and "converged" mean -----------------------------------------
+
+def test_chance_level_is_the_largest_class_plus_three_standard_errors():
+    labels = torch.arange(1000) % 10  # balanced: p = 0.1, n = 1000
+    p, threshold = chance_level(labels)
+    assert p == 0.1 and threshold == pytest.approx(0.1 + 3 * math.sqrt(0.1 * 0.9 / 1000))  # 0.128460
+    assert "chance level" in divergence(2.3, 2.0, 0.128, labels)
+    assert divergence(2.3, 2.0, 0.129, labels) is None
+    assert "above 2x its initial value 2" in divergence(2.0, 4.01, 0.9, labels)
+    assert divergence(2.0, 3.99, 0.9, labels) is None
+    assert "non-finite" in divergence(2.0, math.inf, 0.9, labels)
+
+
+def test_a_finite_blow_up_is_diverged_with_its_reason_and_metrics(small_cfg, tmp_path):
+    m = train(small_cfg("optim.lr=10", *FAST), tmp_path)  # AdamW at lr 10: finite loss ~100x the initial one
+    assert m["status"] == "diverged" and "above 2x its initial value" in m["diverged_reason"]
+    assert m["converged"] is None  # train.stop=epochs has no target
+    assert math.isfinite(m["train_loss"]) and m["train_loss"] > 2 * m["init_train_loss"]
+    assert math.isfinite(m["test_acc"]) and (tmp_path / "final.pt").exists()
+    assert m["init_train_loss"] == pytest.approx(math.log(10), rel=0.2)
+    assert run_state(tmp_path).reason == m["diverged_reason"]
+
+
+def test_converged_is_null_without_a_target_and_false_when_diverged(small_cfg, tmp_path):
+    m = train(small_cfg(*FAST), tmp_path / "epochs")
+    assert m["status"] == "done" and m["converged"] is None and m["diverged_reason"] is None
+    m = train(small_cfg("train.stop=ce", "train.target=0.01", "optim.lr=10", *FAST), tmp_path / "ce")
+    assert m["status"] == "diverged" and m["converged"] is False
+
+
+# --- item 5: the regulariser's blow-up ------------------------------------------------------
+
+def test_srr_regulariser_blow_up_is_diverged_not_failed_and_not_retried(small_cfg, tmp_path, capsys):
+    cfg = small_cfg("reg.alpha=1", "optim=sgd", "optim.lr=10", "optim.warmup_epochs=0", "train.epochs=1", *FAST)
+    out = run_job(cfg, tmp_path)
+    assert out.state == "diverged" and not (tmp_path / "failure.json").exists()
+    reason = out.metrics["diverged_reason"]
+    assert "LinAlgError" in reason and "epoch 1" in reason and reason in capsys.readouterr().err
+    assert run_job(cfg, tmp_path).state == "finished_before"  # final: not retried
+
+
+# --- issue 10 defect 5 / issue 11: milestones without per-epoch evaluation -----------------
+
+def test_ce_milestones_and_stopping_epoch_do_not_need_every_epoch_evaluated(small_cfg, tmp_path):
+    every = train(small_cfg(*SUBSPACES, "train.epochs=6", *FAST), tmp_path / "every")
+    gated = train(small_cfg(*SUBSPACES, "train.epochs=6", "train.eval_train_every_epoch=false", *FAST), tmp_path / "gated")
+    assert every["steps_to_ce_0.1"] is not None
+    drop = lambda m: {k: v for k, v in m.items() if k not in ("wall_s", "run_id")}  # noqa: E731
+    assert drop(gated) == drop(every)
+    stop = [train(small_cfg(*SUBSPACES, "train.epochs=30", "train.stop=ce", "train.target=0.1", *FAST,
+                            f"train.eval_train_every_epoch={flag}"), tmp_path / f"stop{flag}") for flag in ("true", "false")]
+    assert drop(stop[0]) == drop(stop[1]) and stop[0]["converged"] and stop[0]["epochs"] < 30
+    import pandas as pd
+
+    evaluated = pd.read_csv(tmp_path / "stopfalse" / "history.csv")["train_loss"].notna().sum()
+    assert evaluated < stop[1]["epochs"] + 1  # fewer full evaluations than epochs (+ initialisation)
+
+
+# --- item 7: every stage under the run's settings --------------------------------------------
+
+@pytest.mark.skipif(not HAVE_MEASURES, reason="measures package not installed")
+def test_a_measure_only_job_uses_the_runs_threads_and_device(small_cfg, tmp_path, monkeypatch):
+    import measures
+    import measures.cli  # noqa: F401  (binds the real compute before it is replaced here)
+
+    cfg = small_cfg("train.threads=1", "measure.names=[l2]")
+    train(cfg, tmp_path)  # trained before: the job only measures
+    seen = {}
+
+    def compute(run_dir, **kw):
+        seen.update(threads=torch.get_num_threads(), device=str(kw["device"]))
+        return {"values": {}, "failures": {}}
+
+    monkeypatch.setattr(measures, "compute", compute)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert run_job(cfg, tmp_path).state == "trained"
+    finally:
+        torch.set_num_threads(before)
+    assert seen == {"threads": 1, "device": "cpu"}
+
+
+# --- item 8: damaged run directories ----------------------------------------------------------
+
+def test_a_run_directory_deleted_while_training_is_not_recreated_and_is_retrained(small_cfg, tmp_path, monkeypatch):
+    cfg = small_cfg("train.epochs=3", *FAST)
+    run = tmp_path / "run"
+    real = training._checkpoint
+
+    def delete_after_first(path, *args, **kwargs):
+        real(path, *args, **kwargs)
+        shutil.rmtree(run)  # a user's rm -r while the run trains
+
+    monkeypatch.setattr(training, "_checkpoint", delete_after_first)
+    out = run_job(cfg, run)
+    assert out.state == "failed" and "deleted while training" in out.message
+    assert not run.exists()  # not recreated half-empty
+    monkeypatch.setattr(training, "_checkpoint", real)
+    assert run_job(cfg, run).state == "trained"
+    assert {"config.yaml", "hparams.json", "init.pt", "final.pt", "metrics.json"} <= {p.name for p in run.iterdir()}
+
+
+def test_an_incomplete_run_directory_is_named_then_retrained(small_cfg, tmp_path, capsys):
+    cfg = small_cfg(*FAST)
+    reference = train(cfg, tmp_path / "reference")
+    run = tmp_path / "run"
+    shutil.copytree(tmp_path / "reference", run)
+    for name in ("config.yaml", "hparams.json", "init.pt"):  # what a deletion during training leaves
+        (run / name).unlink()
+    state = run_state(run)
+    assert state.state == "failed" and "init.pt is missing" in state.reason and "trains the run again" in state.reason
+    assert not complete(run, cfg["measure"])
+    out = run_job(cfg, run)
+    assert out.state == "trained" and "repairing: init.pt is missing" in capsys.readouterr().out
+    drop = lambda m: {k: v for k, v in m.items() if k != "wall_s"}  # noqa: E731
+    assert drop(out.metrics) == drop(reference) and (run / "config.yaml").exists() and (run / "init.pt").exists()
+
+
+def test_missing_config_files_of_a_finished_run_are_rewritten_not_retrained(small_cfg, tmp_path):
+    cfg = small_cfg(*FAST)
+    train(cfg, tmp_path)
+    kept = {p: p.stat().st_mtime_ns for p in (tmp_path / "metrics.json", tmp_path / "final.pt")}
+    hp = (tmp_path / "hparams.json").read_text()
+    (tmp_path / "hparams.json").unlink()
+    assert run_job(cfg, tmp_path).state == "trained"
+    assert (tmp_path / "hparams.json").read_text() == hp and all(p.stat().st_mtime_ns == t for p, t in kept.items())
+
+
+def test_a_leftover_checkpoint_of_a_finished_run_is_removed(small_cfg, tmp_path):
+    cfg = small_cfg(*FAST)
+    metrics = train(cfg, tmp_path)
+    (tmp_path / "checkpoint.pt").write_bytes(b"killed between metrics.json and the removal")
+    assert [d.file for d in damage(tmp_path)] == ["checkpoint.pt"] and not complete(tmp_path, cfg["measure"])
+    out = run_job(cfg, tmp_path)
+    assert out.metrics == metrics and not (tmp_path / "checkpoint.pt").exists()
+    assert run_job(cfg, tmp_path).state == "finished_before"
+
+
+def test_a_corrupt_metrics_json_is_named_then_the_run_is_retrained(small_cfg, tmp_path):
+    cfg = small_cfg(*FAST)
+    metrics = train(cfg, tmp_path)
+    (tmp_path / "metrics.json").write_text('{"status": "do')
+    state = run_state(tmp_path)
+    assert state.state == "failed" and state.reason.startswith("metrics.json is unreadable")
+    out = run_job(cfg, tmp_path)
+    drop = lambda m: {k: v for k, v in m.items() if k != "wall_s"}  # noqa: E731
+    assert out.state == "trained" and drop(out.metrics) == drop(metrics)
+    assert (tmp_path / "metrics.json.corrupt").read_text() == '{"status": "do'
+
+
+@pytest.mark.skipif(not HAVE_MEASURES, reason="measures package not installed")
+def test_a_corrupt_measures_json_is_named_by_srr_measure_and_repaired_by_a_relaunch(small_cfg, tmp_path, capsys):
+    from measures.cli import main as measure_main
+
+    cfg = small_cfg("measure.names=[l2]")
+    train(cfg, tmp_path)
+    (tmp_path / "measures.json").write_text('{"values": {"l2": 1.')
+    assert measure_main([str(tmp_path), "-m", "l2", "-q"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "measures.json: unreadable" in err and "move it aside" in err
+    assert run_state(tmp_path).state == "failed" and "measures.json is unreadable" in run_state(tmp_path).reason
+    assert run_job(cfg, tmp_path).state == "trained"
+    assert "l2" in json.loads((tmp_path / "measures.json").read_text())["values"]
+    assert (tmp_path / "measures.json.corrupt").exists() and complete(tmp_path, cfg["measure"])
+
+
+# --- item 9: directories that cannot be written, devices that are not there -----------------
+
+def test_a_read_only_run_directory_is_one_line(small_cfg, tmp_path, monkeypatch, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    real_open = os.open
+
+    def read_only(path, flags, *args):  # what a read-only file system answers (root ignores chmod)
+        if str(path).startswith(str(run)) and flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", read_only)
+    out = run_job(small_cfg(*FAST), run)
+    err = capsys.readouterr().err.strip()
+    assert out.state == "failed" and len(err.splitlines()) == 1
+    assert "cannot write in the run directory: Permission denied" in err and list(run.iterdir()) == []
+
+
+def test_a_device_the_machine_lacks_is_refused_before_any_file(small_cfg, tmp_path):
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    with pytest.raises(training.DeviceError, match="cuda:7"):
+        train(small_cfg(f"train.device=cuda:{max(7, n)}", *FAST), tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+    out = run_job(small_cfg(f"train.device=cuda:{max(7, n)}", *FAST), tmp_path / "job")
+    assert out.state == "failed" and out.message.startswith("DeviceError: device 'cuda:")
+
+
+def test_runner_repair_is_a_no_op_on_a_sound_directory(small_cfg, tmp_path):
+    cfg = small_cfg(*FAST)
+    train(cfg, tmp_path)
+    assert damage(tmp_path) == [] and runner.repair(cfg, tmp_path) == []
