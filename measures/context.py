@@ -158,28 +158,14 @@ def _on_device(model: nn.Module, device: torch.device) -> nn.Module:
     return copy.deepcopy(model).to(device)
 
 
-def trainable(model: nn.Module, which: str = "trainable") -> dict[str, Tensor]:
-    """The parameters a perturbation or a gradient acts on, by name (tied parameters once).
+def trainable(model: nn.Module) -> dict[str, Tensor]:
+    """Every parameter with ``requires_grad``, by name (tied parameters once).
 
-    ``trainable``: every parameter with ``requires_grad`` (frozen ones, e.g. crate_fix's
-    output operator, are part of the function but not of what was learned);
-    ``weights``: the trainable ones except biases and normalisation gains/shifts.
+    Frozen ones (e.g. crate_fix's output operator) are part of the function but not of what
+    was learned. The other parameter set, the weights, is ``measures.weights``; measures
+    choose between the two with ``weights.parameter_set``.
     """
-    if which not in ("trainable", "weights"):
-        raise ValueError(f"parameter set must be 'trainable' or 'weights', not {which!r}")
-    norm_params = {id(p) for m in model.modules() if _is_norm(m) for p in m.parameters(recurse=False)}
-    out = {}
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        if which == "weights" and (name.endswith("bias") or id(p) in norm_params):
-            continue
-        out[name] = p.detach()
-    return out
-
-
-def _is_norm(m: nn.Module) -> bool:
-    return isinstance(m, (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm, nn.RMSNorm))
+    return {name: p.detach() for name, p in model.named_parameters() if p.requires_grad}
 
 
 @contextlib.contextmanager

@@ -23,9 +23,10 @@ from torch import Tensor
 from torch.func import functional_call, grad, jvp
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from .context import MeasureContext, trainable
+from .context import MeasureContext
 from .pacbayes import t_interval
 from .registry import Result, measure, settings_group
+from .weights import parameter_set
 
 Vec = list[Tensor]
 settings_group("hessian", n_images=128, iters=20, tol=1e-3, probes=24, perturb="trainable")
@@ -70,7 +71,7 @@ def hutchinson_trace(hvp: Callable[[Vec], Vec], like: Vec, generator: torch.Gene
 
 def loss_hvp(ctx: MeasureContext, s: dict[str, Any]) -> tuple[Callable[[Vec], Vec], Vec]:
     """The HVP of the mean training loss on the subset, and the parameters it acts on."""
-    params = trainable(ctx.model, s["perturb"])
+    params = parameter_set(ctx.model, s["perturb"])
     names = list(params)
     x, y = ctx.subset("train", s["n_images"])
     model = ctx.model

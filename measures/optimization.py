@@ -26,9 +26,10 @@ from typing import Any, Optional
 
 import torch
 
-from .context import MeasureContext, flat, trainable
+from .context import MeasureContext, flat
 from .registry import MissingInput, Result, measure, settings_group
 from .sharpness import loss_and_grad
+from .weights import parameter_set
 
 settings_group("optimization")
 settings_group("grad_noise", n_batches=16, batch_size=None, perturb="trainable")
@@ -110,7 +111,7 @@ def grad_noise(ctx: MeasureContext, s: dict) -> Result:
     b = _train_batch_size(ctx, s)
     x, y = ctx.subset("train", b * int(s["n_batches"]))
     order = torch.randperm(len(y), generator=ctx.generator("grad-noise"), device=ctx.device)
-    params = trainable(ctx.model, s["perturb"])
+    params = parameter_set(ctx.model, s["perturb"])
     grads = []
     for i in range(0, len(y) - b + 1, b):  # disjoint full batches
         idx = order[i : i + b]

@@ -60,8 +60,9 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.func import functional_call
 
-from .context import MeasureContext, trainable
+from .context import MeasureContext
 from .registry import MeasureError, Result, measure, settings_group
+from .weights import parameter_set
 
 ASCENT = dict(steps=20, restarts=10, schedule="apgd", step_size=2.0, momentum=0.75)
 settings_group("sharpness", radius=5e-4, n_images=512, perturb="trainable", **ASCENT)
@@ -252,7 +253,7 @@ def ascent_diagnostics(out: dict[str, Any]) -> dict[str, Any]:
 def sharpness(ctx: MeasureContext, s: dict) -> Result:
     """Worst-case loss increase in the box |δ_i| ≤ ρ (APGD with restarts); extra value err: error increase."""
     x, y = ctx.subset("train", s["n_images"])
-    params = trainable(ctx.model, s["perturb"])
+    params = parameter_set(ctx.model, s["perturb"])
     out = ascent(ctx, params, x, y, s["radius"], "linf", None, s, ("sharpness",))
     return _result(out, s, len(y), **ascent_diagnostics(out))
 
@@ -262,7 +263,7 @@ def sharpness(ctx: MeasureContext, s: dict) -> Result:
 def sharpness_mag(ctx: MeasureContext, s: dict) -> Result:
     """Worst-case loss increase in the box |δ_i| ≤ ρ(|w_i| + ε) (APGD, restarts); extra value err: error increase."""
     x, y = ctx.subset("train", s["n_images"])
-    params = trainable(ctx.model, s["perturb"])
+    params = parameter_set(ctx.model, s["perturb"])
     scale = {k: p.abs() + s["eps"] for k, p in params.items()}
     out = ascent(ctx, params, x, y, s["radius"], "linf", scale, s, ("sharpness_mag",))
     return _result(out, s, len(y), **ascent_diagnostics(out))
@@ -281,7 +282,7 @@ def m_batches(ctx: MeasureContext, n: int, m: int) -> list[Tensor]:
 def sharpness_m(ctx: MeasureContext, s: dict) -> Result:
     """Adaptive m-sharpness: mean over batches of m of max_{‖δ/|w|‖ ≤ ρ} L_B(w + δ) − L_B(w)."""
     x, y = ctx.subset("train", s["n_images"])
-    params = trainable(ctx.model, s["perturb"])
+    params = parameter_set(ctx.model, s["perturb"])
     scale = {k: p.abs() for k, p in params.items()}
     batches = m_batches(ctx, len(y), int(s["m"]))
     outs = [ascent(ctx, params, x[idx], y[idx], s["radius"], s["norm"], scale, s, ("sharpness_m", b))

@@ -83,7 +83,7 @@ def parameter_set(model: nn.Module, which: str) -> dict[str, Tensor]:
     if which == "weights":
         return weights(model)
     if which == "trainable":
-        return trainable(model, "trainable")
+        return trainable(model)
     raise ValueError(f"parameter set must be one of {', '.join(PARAMETER_SETS)}, not {which!r}")
 
 

@@ -187,7 +187,7 @@ def test_regularization_study_end_to_end_on_digits(small_cfg, tmp_path, capsys):
             for extra in ([], ["reg.alpha=0.01"], ["reg.alpha=0.01", "reg.layers=random"]):
                 if extra and extra[-1].endswith("random") and variant != "crate":
                     continue
-                cfg = small_cfg(f"model={variant}", f"seed={seed}", "train.epochs=1", "train.record_layers.every=1",
+                cfg = small_cfg(f"model={variant}", f"seed={seed}", "train.epochs=3", "train.record_layers.every=1",
                                 "train.record_layers.n_images=64", *extra)
                 train(cfg, sweep / run_id(cfg))
     out = tmp_path / "out"
