@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Optional
 
 from srr_bench.registry import Registry, RegistryError
+from srr_bench.srr import SettingError, coerce_setting
 
 NEEDS = ("train", "test", "init", "run", "probe", "grad")
 
@@ -165,8 +166,11 @@ def validate_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _coerce(key: str, value: Any, default: Any) -> Any:
-    if value is None or default is None:
-        return value
+    """``value`` read as the type of ``default`` (the core's rule, shared with the regulariser)."""
+    try:
+        return coerce_setting(key, value, default)
+    except SettingError as e:
+        raise MeasureError(str(e)) from None
     try:
         if isinstance(default, bool):
             if isinstance(value, str):

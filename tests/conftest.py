@@ -1,4 +1,5 @@
 import os
+import shutil
 
 import pytest
 import torch
@@ -42,3 +43,20 @@ def small_cfg():
         return compose(["train.epochs=2", "train.device=cpu", "train.progress=false", *overrides])
 
     return make
+
+
+@pytest.fixture(scope="session")
+def digits_run_dir(tmp_path_factory):
+    """One finished digits run (the mini CRATE, 3 epochs, 256 images), trained once per session."""
+    from srr_bench.train import train
+
+    d = tmp_path_factory.mktemp("sweep") / "run-a"
+    train(compose(["train.epochs=3", "train.device=cpu", "train.progress=false", "data.n_train=256",
+                   "data.n_test=64"]), d)
+    return d
+
+
+@pytest.fixture
+def run(digits_run_dir, tmp_path):
+    """A fresh copy of that run (tests write measures.json into it)."""
+    return shutil.copytree(digits_run_dir, tmp_path / "sweep" / "run-a")

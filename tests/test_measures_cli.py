@@ -7,25 +7,8 @@ import torch
 
 from measures import compute
 from measures.cli import main
-from srr_bench.config import compose
-from srr_bench.train import train
 
 QUICK = ["--set", "pacbayes.n_images=64", "--set", "pacbayes.mc_samples=2", "--set", "pacbayes.max_evals=6", "--n-images", "8", "-q"]
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    """One finished digits run (tiny CRATE, 1 epoch)."""
-    d = tmp_path_factory.mktemp("sweep") / "run-a"
-    cfg = compose(["train.epochs=3", "train.device=cpu", "train.progress=false", "data.n_train=256", "data.n_test=64"])
-    train(cfg, d)
-    return d
-
-
-@pytest.fixture
-def run(run_dir, tmp_path):
-    """A fresh copy of the run (tests write measures.json into it)."""
-    return shutil.copytree(run_dir, tmp_path / "sweep" / "run-a")
 
 
 def read(run):

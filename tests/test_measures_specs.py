@@ -2,7 +2,6 @@
 changed, the --grid / --study CLI on a real digits run, collection as separate columns, and
 the converged experiment's grid."""
 import json
-import shutil
 
 import pytest
 
@@ -13,24 +12,8 @@ from measures.cli import main
 from measures.registry import MeasureError
 from measures.specs import STUDY_GRIDS, check_grid, expand, format_value, is_spec, resolve, split, study_specs
 from srr_bench.config import compose
-from srr_bench.train import train
 
 FEW = ["--n-images", "8", "-q"]
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    """One finished digits run: the mini CRATE, 1 epoch."""
-    d = tmp_path_factory.mktemp("sweep") / "run-a"
-    cfg = compose(["train.epochs=1", "train.device=cpu", "train.progress=false", "data.n_train=256", "data.n_test=64", "train.batch_size=16",
-                   "measure=none"])
-    train(cfg, d)
-    return d
-
-
-@pytest.fixture
-def run(run_dir, tmp_path):
-    return shutil.copytree(run_dir, tmp_path / "sweep" / "run-a")
 
 
 def read(run):
