@@ -1,9 +1,10 @@
 """The demo: train a grid of CRATE variants on digits, measure them, and correlate.
 
 ``srr-demo`` (or ``make demo``) runs ``srr-train -m experiment=demo`` into
-``multirun/demo``, then ``srr-measure`` and ``srr-analyze report`` on it when those
-parts are installed, and prints where everything went. Relaunching skips finished work.
-It sits above every package it drives (sweeps, measures, analysis).
+``multirun/demo`` (each run is measured at its end, with the experiment's measure
+settings), then ``srr-analyze report`` on it, and prints where everything went.
+Relaunching skips finished work. It sits above every package it drives (sweeps,
+measures, analysis).
 """
 from __future__ import annotations
 
@@ -53,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
         print("the training sweep failed; see the messages above", file=sys.stderr)
         return 1
     print(f"\ntrained in {time.time() - t0:.0f}s:\n{summary(out)}\n")
-    steps = [("measures.cli", ["srr-measure", str(out)]), ("analysis.cli", ["srr-analyze", "report", str(out), "--out", str(out / "report")])]
+    # No separate srr-measure pass: the sweep measured every run with the experiment's
+    # measure settings, which a pass with the defaults would recompute.
+    steps = [("analysis.cli", ["srr-analyze", "report", str(out), "--out", str(out / "report")])]
     for module, argv_ in steps:
         try:
             mod = __import__(module, fromlist=["main"])
