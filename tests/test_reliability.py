@@ -93,16 +93,16 @@ def test_a_measure_only_job_uses_the_runs_threads_and_device(small_cfg, tmp_path
     import measures.cli  # noqa: F401  (binds the real compute before it is replaced here)
 
     cfg = small_cfg("train.threads=1", "measure.names=[l2]")
-    train(cfg, tmp_path)  # trained before: the job only measures
+    before = torch.get_num_threads()  # train() and the job set the process's threads: restored below
     seen = {}
 
     def compute(run_dir, **kw):
         seen.update(threads=torch.get_num_threads(), device=str(kw["device"]))
         return {"values": {}, "failures": {}}
 
-    monkeypatch.setattr(measures, "compute", compute)
-    before = torch.get_num_threads()
     try:
+        train(cfg, tmp_path)  # trained before: the job only measures
+        monkeypatch.setattr(measures, "compute", compute)
         torch.set_num_threads(2)
         assert run_job(cfg, tmp_path).state == "trained"
     finally:

@@ -96,8 +96,14 @@ train(json.loads(sys.argv[1]), sys.argv[2])
 
 @pytest.mark.slow
 def test_sigkill_and_resume_ends_with_the_same_metrics(small_cfg, tmp_path):
-    cfg = small_cfg("train.epochs=12", "model.dropout=0.1", "size=mini", "model.dim=64", "seed=5")
-    reference = train(cfg, tmp_path / "uninterrupted")
+    # One thread in both processes: a float sum's order, and so its last digits, depend on
+    # the thread count, and this process's count is whatever the tests before it left.
+    cfg = small_cfg("train.epochs=12", "model.dropout=0.1", "size=mini", "model.dim=64", "seed=5", "train.threads=1")
+    before = torch.get_num_threads()
+    try:
+        reference = train(cfg, tmp_path / "uninterrupted")
+    finally:
+        torch.set_num_threads(before)
     run = tmp_path / "killed"
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
     kills = 0
@@ -118,7 +124,10 @@ def test_sigkill_and_resume_ends_with_the_same_metrics(small_cfg, tmp_path):
             time.sleep(0.01)
         proc.wait()
     assert kills >= 1 and not (run / "metrics.json").exists()
-    resumed = train(cfg, run)
+    try:
+        resumed = train(cfg, run)
+    finally:
+        torch.set_num_threads(before)
     drop = lambda m: {k: v for k, v in m.items() if k != "wall_s"}
     assert drop(resumed) == drop(reference)
     a, b = (torch.load(p / "final.pt", weights_only=True)["state_dict"] for p in (tmp_path / "uninterrupted", run))
