@@ -171,21 +171,3 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
         return coerce_setting(key, value, default)
     except SettingError as e:
         raise MeasureError(str(e)) from None
-    try:
-        if isinstance(default, bool):
-            if isinstance(value, str):
-                if value.lower() in ("true", "1", "yes"):
-                    return True
-                if value.lower() in ("false", "0", "no"):
-                    return False
-                raise ValueError(value)
-            return bool(value)
-        if isinstance(default, int):
-            if float(value) != int(float(value)):
-                raise ValueError(value)
-            return int(float(value))
-        if isinstance(default, float):
-            return float(value)
-    except (TypeError, ValueError):
-        raise MeasureError(f"setting {key!r}: cannot read {value!r} as {type(default).__name__}") from None
-    return value
