@@ -133,6 +133,17 @@ def _evaluate_train_now(t: TrainConfig, batch_loss: float, steps_to: dict[str, O
     return any(batch_loss <= EVAL_GATE * m for m in targets)
 
 
+def _timed_train_eval(model: nn.Module, data: Dataset, t: TrainConfig, state: dict) -> tuple[float, float]:
+    """The full train-set evaluation of the stopping rule and the CE milestones, its count and
+    its time kept in ``state`` (``train_evals``, ``train_eval_wall_s``: part of ``wall_s``)."""
+    start = time.perf_counter()
+    loss_acc = evaluate(model, data, "train", bf16=t.bf16)
+    if "train_evals" in state:  # absent from checkpoints written before they were counted
+        state["train_evals"] += 1
+        state["train_eval_wall_s"] += time.perf_counter() - start
+    return loss_acc
+
+
 def resolved(cfg: dict[str, Any]) -> dict[str, Any]:
     """``cfg`` with an absolute data root, so that measures reload the data from anywhere."""
     return {**cfg, "data": {**cfg["data"], "root": str(Path(cfg["data"].get("root", "data")).resolve())}}
@@ -188,10 +199,11 @@ def train(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
         state = _resume(ckpt_path, model, opt, device)
     else:
         state = dict(epoch=0, step=0, history=[], sum_train_loss=0.0, wall_s=0.0, stopped=False,
-                     steps_to={str(m): None for m in CE_MILESTONES}, diverged_reason=None)
+                     steps_to={str(m): None for m in CE_MILESTONES}, diverged_reason=None,
+                     train_evals=0, train_eval_wall_s=0.0)
         save_model(model, run_dir / "init.pt", meta=dict(run_id=run_id(cfg), epoch=0))
         row = dict(epoch=0, step=0)
-        row["train_loss"], row["train_acc"] = evaluate(model, data, "train", bf16=t.bf16)
+        row["train_loss"], row["train_acc"] = _timed_train_eval(model, data, t, state)
         state["init_train_loss"] = row["train_loss"]
         if record.due(0, t.epochs):
             row.update(record())
@@ -239,7 +251,7 @@ def train(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
             state["history"].append(row)
             break
         if _evaluate_train_now(t, batch_loss, state["steps_to"]):
-            row["train_loss"], row["train_acc"] = evaluate(model, data, "train", bf16=t.bf16)
+            row["train_loss"], row["train_acc"] = _timed_train_eval(model, data, t, state)
             for m in CE_MILESTONES:
                 if state["steps_to"][str(m)] is None and row["train_loss"] <= m:
                     state["steps_to"][str(m)] = state["step"]
@@ -367,6 +379,7 @@ def _finish(run: RunConfig, run_dir: Path, model: nn.Module, data: Dataset, stat
     nan = float("nan")
     reason = state.get("diverged_reason")
     tr_loss = tr_acc = te_loss = te_acc = nan
+    final_start = time.perf_counter()
     if all(torch.isfinite(p).all() for p in model.parameters()):
         tr_loss, tr_acc = evaluate(model, data, "train", bf16=run.train.bf16)
         te_loss, te_acc = evaluate(model, data, "test", bf16=run.train.bf16)
@@ -382,6 +395,12 @@ def _finish(run: RunConfig, run_dir: Path, model: nn.Module, data: Dataset, stat
         "epochs": state["epoch"], "steps": state["step"],
         "steps_to_ce_0.1": steps_to["0.1"], "steps_to_ce_0.01": steps_to["0.01"],
         "sum_train_loss": state["sum_train_loss"], "wall_s": time.perf_counter() - t0,
+        # Where the time went (seconds): the full train-set evaluations that the stopping rule and
+        # the CE milestones read (train_evals of them; part of wall_s but for the one at
+        # initialisation, which precedes its clock; None after a resume from a checkpoint written
+        # before they were counted) and the final evaluation (train and test sets, final.pt).
+        "train_evals": state.get("train_evals"), "train_eval_wall_s": state.get("train_eval_wall_s"),
+        "final_eval_wall_s": time.perf_counter() - final_start,
         "n_train": len(data.train), "n_test": len(data.test), "num_params": count_parameters(model),
         "device": str(next(model.parameters()).device),
     }

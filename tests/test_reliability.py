@@ -74,15 +74,17 @@ def test_ce_milestones_and_stopping_epoch_do_not_need_every_epoch_evaluated(smal
     every = train(small_cfg(*SUBSPACES, "train.epochs=6", *FAST), tmp_path / "every")
     gated = train(small_cfg(*SUBSPACES, "train.epochs=6", "train.eval_train_every_epoch=false", *FAST), tmp_path / "gated")
     assert every["steps_to_ce_0.1"] is not None
-    drop = lambda m: {k: v for k, v in m.items() if k not in ("wall_s", "run_id")}  # noqa: E731
+    drop = lambda m: {k: v for k, v in m.items() if not k.endswith("wall_s") and k not in ("run_id", "train_evals")}  # noqa: E731
     assert drop(gated) == drop(every)
+    assert gated["train_evals"] < every["train_evals"] == 6 + 1  # every epoch and initialisation
     stop = [train(small_cfg(*SUBSPACES, "train.epochs=30", "train.stop=ce", "train.target=0.1", *FAST,
                             f"train.eval_train_every_epoch={flag}"), tmp_path / f"stop{flag}") for flag in ("true", "false")]
     assert drop(stop[0]) == drop(stop[1]) and stop[0]["converged"] and stop[0]["epochs"] < 30
     import pandas as pd
 
     evaluated = pd.read_csv(tmp_path / "stopfalse" / "history.csv")["train_loss"].notna().sum()
-    assert evaluated < stop[1]["epochs"] + 1  # fewer full evaluations than epochs (+ initialisation)
+    assert evaluated == stop[1]["train_evals"] < stop[1]["epochs"] + 1  # fewer than epochs (+ initialisation)
+    assert 0 < stop[1]["train_eval_wall_s"] < stop[1]["wall_s"] and stop[0]["final_eval_wall_s"] > 0
 
 
 # --- item 7: every stage under the run's settings --------------------------------------------
@@ -142,7 +144,7 @@ def test_an_incomplete_run_directory_is_named_then_retrained(small_cfg, tmp_path
     assert not complete(run, cfg["measure"])
     out = run_job(cfg, run)
     assert out.state == "trained" and "repairing: init.pt is missing" in capsys.readouterr().out
-    drop = lambda m: {k: v for k, v in m.items() if k != "wall_s"}  # noqa: E731
+    drop = lambda m: {k: v for k, v in m.items() if not k.endswith("wall_s")}  # noqa: E731
     assert drop(out.metrics) == drop(reference) and (run / "config.yaml").exists() and (run / "init.pt").exists()
 
 
@@ -173,7 +175,7 @@ def test_a_corrupt_metrics_json_is_named_then_the_run_is_retrained(small_cfg, tm
     state = run_state(tmp_path)
     assert state.state == "failed" and state.reason.startswith("metrics.json is unreadable")
     out = run_job(cfg, tmp_path)
-    drop = lambda m: {k: v for k, v in m.items() if k != "wall_s"}  # noqa: E731
+    drop = lambda m: {k: v for k, v in m.items() if not k.endswith("wall_s")}  # noqa: E731
     assert out.state == "trained" and drop(out.metrics) == drop(metrics)
     assert (tmp_path / "metrics.json.corrupt").read_text() == '{"status": "do'
 

@@ -57,12 +57,11 @@ def finished(run_dir: Path, status: str = "done") -> None:
 
 
 def metrics(sweep: Path) -> dict:
-    """Run directory name -> metrics.json without its wall time."""
+    """Run directory name -> metrics.json without its wall times."""
     out = {}
     for path in sorted(sweep.glob("*/metrics.json")):
         m = json.loads(path.read_text())
-        m.pop("wall_s", None)
-        out[path.parent.name] = m
+        out[path.parent.name] = {k: v for k, v in m.items() if not k.endswith("wall_s")}
     return out
 
 

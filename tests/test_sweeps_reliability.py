@@ -75,6 +75,11 @@ def assert_nothing_corrupt(sweep: Path) -> None:
             yaml.safe_load(p.read_text())
 
 
+def resumable(run: Path) -> bool:
+    """An unfinished run that a relaunch resumes rather than restarts."""
+    return (run / "checkpoint.pt").exists() and not (run / "metrics.json").exists()
+
+
 @pytest.mark.slow
 def test_sigkilled_sweep_relaunched_ends_as_an_uninterrupted_one(tmp_path):
     reference, out = tmp_path / "reference", tmp_path / "killed"
@@ -83,19 +88,24 @@ def test_sigkilled_sweep_relaunched_ends_as_an_uninterrupted_one(tmp_path):
     rng = random.Random(20240611)
     log = tmp_path / "killed.log"
     finished: dict[Path, dict] = {}  # run dir -> its files when first seen complete
-    interrupted_seen = 0
+    resumable_seen = 0  # kills that left a run interrupted after a checkpoint
     k = 0
-    # Five seeded kills, then more (up to 12) until one landed inside a run and one run got
-    # through between kills: on a loaded machine a run can take longer than the kill windows.
-    while k < 5 or (k < 12 and not (finished and interrupted_seen)):
+    # Five kills at seeded moments; then, until one run got through between kills and one kill
+    # left a run with a checkpoint to resume from (a slow or fast machine can miss both with
+    # fixed windows), kills aimed at the moment a checkpoint of an unfinished run appears.
+    while k < 5 or (k < 12 and not (finished and resumable_seen)):
         k += 1
         started = log.read_text().count("\t#0 : ") if log.exists() else 0
         p = launch(out, log)
         while p.poll() is None and log.read_text().count("\t#0 : ") == started:  # startup: imports, grid check
             time.sleep(0.02)
-        deadline = time.monotonic() + rng.uniform(0.5, 6.0)  # then a seeded moment within the runs
-        while time.monotonic() < deadline and p.poll() is None:
-            time.sleep(0.01)
+        if k <= 5 or not resumable_seen:
+            deadline = time.monotonic() + rng.uniform(0.5, 6.0)  # a seeded moment within the runs
+            while p.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.01)
+        if k > 5 and not resumable_seen:
+            while p.poll() is None and not any(resumable(run) for run in find_run_dirs(out)):
+                time.sleep(0.01)
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)  # the sweep and every child of it
         p.wait()
@@ -105,8 +115,8 @@ def test_sigkilled_sweep_relaunched_ends_as_an_uninterrupted_one(tmp_path):
         for run in find_run_dirs(out):
             if run not in finished and complete(run, MEASURE):
                 finished[run] = fingerprint(run)
-            interrupted_seen += run_state(run).state == "interrupted"
-    assert interrupted_seen >= 1, "no kill landed inside a run"
+            resumable_seen += run_state(run).state == "interrupted" and resumable(run)
+    assert resumable_seen >= 1, "no kill landed inside a run after its first checkpoint"
 
     assert 0 < len(finished) < 8
     run_to_end(out, log)
