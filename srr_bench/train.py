@@ -27,7 +27,11 @@ CE milestones (``steps_to_ce_0.1`` / ``0.01``): the step count at the end of the
 epoch whose full-train-set CE is at most the milestone. With ``eval_train_every_epoch``
 off, the train set is evaluated only in epochs whose running batch CE is within
 ``EVAL_GATE`` (3×) of an unreached milestone or of the ``stop=ce`` target, so milestones
-and the stopping epoch are still found, at a fraction of the cost.
+and the stopping epoch are found at a fraction of the cost as long as the end-of-epoch CE
+is not below a third of the running batch CE, which holds without dropout (the running CE
+lags the model it averages over) but is not guaranteed with it, whose batch CE is that of
+thinned networks. :func:`replay_gate` replays the gate on a run that evaluated every epoch
+(``python -m benchmarks.grid_cost`` does so over a sweep).
 """
 from __future__ import annotations
 
@@ -35,7 +39,7 @@ import math
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -125,12 +129,38 @@ def _stop_reached(t: TrainConfig, train_loss: float, train_acc: float) -> bool:
     return False  # epochs: no target
 
 
-def _evaluate_train_now(t: TrainConfig, batch_loss: float, steps_to: dict[str, Optional[int]]) -> bool:
+def evaluate_train_now(t: TrainConfig, batch_loss: float, steps_to: dict[str, Optional[int]]) -> bool:
     """Whether to evaluate the whole train set after this epoch (see the module docstring)."""
     if t.eval_train_every_epoch or t.stop == "acc":
         return True
     targets = [m for m in CE_MILESTONES if steps_to[str(m)] is None] + ([t.target] if t.stop == "ce" else [])
     return any(batch_loss <= EVAL_GATE * m for m in targets)
+
+
+def replay_gate(history: list[dict[str, Any]], t: TrainConfig) -> dict[str, Any]:
+    """What :func:`evaluate_train_now` would have done on a run that evaluated the train set
+    after every epoch: its ``history`` rows (``epoch``, ``step``, ``batch_loss``,
+    ``train_loss``; the epoch-0 row included or not) replayed under ``t`` with
+    ``eval_train_every_epoch`` false. Returns the stopping epoch (None: not within the
+    history), the steps to each CE milestone and the number of full train-set evaluations
+    (the one at initialisation included), all as the gated run records them."""
+    gated = replace(t, eval_train_every_epoch=False)
+    steps_to: dict[str, Optional[int]] = {str(m): None for m in CE_MILESTONES}
+    evals, stop = 1, None
+    for row in history:
+        if int(row["epoch"]) == 0:
+            continue
+        if not evaluate_train_now(gated, float(row["batch_loss"]), steps_to):
+            continue
+        evals += 1
+        loss, acc = float(row["train_loss"]), float(row.get("train_acc", float("nan")))
+        for m in CE_MILESTONES:
+            if steps_to[str(m)] is None and loss <= m:
+                steps_to[str(m)] = int(row["step"])
+        if _stop_reached(gated, loss, acc):
+            stop = int(row["epoch"])
+            break
+    return {"stop_epoch": stop, "steps_to": steps_to, "train_evals": evals}
 
 
 def _timed_train_eval(model: nn.Module, data: Dataset, t: TrainConfig, state: dict) -> tuple[float, float]:
@@ -250,7 +280,7 @@ def train(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
         if state.get("diverged_reason"):
             state["history"].append(row)
             break
-        if _evaluate_train_now(t, batch_loss, state["steps_to"]):
+        if evaluate_train_now(t, batch_loss, state["steps_to"]):
             row["train_loss"], row["train_acc"] = _timed_train_eval(model, data, t, state)
             for m in CE_MILESTONES:
                 if state["steps_to"][str(m)] is None and row["train_loss"] <= m:

@@ -85,6 +85,15 @@ def test_ce_milestones_and_stopping_epoch_do_not_need_every_epoch_evaluated(smal
     evaluated = pd.read_csv(tmp_path / "stopfalse" / "history.csv")["train_loss"].notna().sum()
     assert evaluated == stop[1]["train_evals"] < stop[1]["epochs"] + 1  # fewer than epochs (+ initialisation)
     assert 0 < stop[1]["train_eval_wall_s"] < stop[1]["wall_s"] and stop[0]["final_eval_wall_s"] > 0
+    # The gate replayed on the run that evaluated every epoch is what the gated run did.
+    from srr_bench.config import RunConfig
+    from srr_bench.train import replay_gate
+
+    every_epoch = pd.read_csv(tmp_path / "stoptrue" / "history.csv").to_dict("records")
+    cfg = small_cfg(*SUBSPACES, "train.epochs=30", "train.stop=ce", "train.target=0.1", *FAST)
+    replay = replay_gate(every_epoch, RunConfig.read(cfg).train)
+    assert replay == {"stop_epoch": stop[1]["epochs"], "train_evals": stop[1]["train_evals"],
+                      "steps_to": {"0.1": stop[1]["steps_to_ce_0.1"], "0.01": stop[1]["steps_to_ce_0.01"]}}
 
 
 # --- item 7: every stage under the run's settings --------------------------------------------
