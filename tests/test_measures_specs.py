@@ -167,23 +167,31 @@ def test_study_flag_computes_the_study_grid_of_the_selected_measures(run, capsys
 
 # --- the converged experiment -----------------------------------------------------------
 
-def test_converged_experiment_is_at_least_96_models_trained_to_ce_001():
+@pytest.mark.parametrize("experiment, width_axis, widths, data, n_train, depth, hessian", [
+    ("converged_cifar10_cpu", "model.dim", {64, 128}, "imagefolder", 1000, 4, False),  # Hessian: CPU cost
+    ("converged_cifar10", "size", {384, 768}, "cifar10", None, 12, True)])
+def test_converged_experiments_are_full_grids_trained_to_ce_001_and_measured(experiment, width_axis, widths, data,
+                                                                               n_train, depth, hessian):
     from sweeps import grid
     from sweeps.schema import validate
     from sweeps.state import measure_names
     from tests.test_sweeps import grid_axes, master_config
 
-    master, loader = master_config("experiment=converged_cifar10_cpu")
-    overrides = grid.job_overrides(master, loader)
-    assert len(overrides) >= 96
-    axes = grid_axes(overrides)
-    assert axes["model"] == {"crate", "crate_c", "crate_n", "crate_t"} and len(axes["seed"]) >= 2
-    assert {"optim.lr", "train.batch_size", "model.dropout", "model.dim"} <= set(axes)
-    cfg = compose(["experiment=converged_cifar10_cpu", *overrides[-1], "measure.enabled=true"])
-    validate(cfg)
-    d, t = cfg["data"], cfg["train"]
-    assert d["name"] == "imagefolder" and d["n_train"] == 1000 and d["n_test"] is None and d["augment"] is False
-    assert (t["stop"], t["target"], t["threads"]) == ("ce", 0.01, 1) and t["epochs"] >= 100
-    assert cfg["model"]["depth"] == 4 and {j for j in axes["model.dim"]} >= {"96"}
-    chosen = {m.name for m in select(measure_names(cfg["measure"]), cfg["measure"]["exclude"])}
-    assert set(study_specs()) <= chosen and not any(n.startswith("hessian") for n in chosen)
+    master, loader = master_config(f"experiment={experiment}")
+    jobs = grid.jobs(master, loader)
+    assert len(jobs) == 128 and len({j.run_id for j in jobs}) == 128  # 4 variants x 2^4 settings x 2 seeds
+    axes = grid_axes([j.overrides for j in jobs])
+    assert axes["model"] == {"crate", "crate_c", "crate_n", "crate_t"} and len(axes["seed"]) == 2
+    assert set(axes) == {"model", "seed", "optim.lr", "train.batch_size", "model.dropout", width_axis}
+    assert all(len(v) == 2 for v in axes.values() if v is not axes["model"])
+    assert {j.cfg["model"]["dim"] for j in jobs} == widths
+    for j in jobs:
+        validate(j.cfg)
+        d, t = j.cfg["data"], j.cfg["train"]
+        assert d["name"] == data and d["n_train"] == n_train and d["n_test"] is None and d["augment"] is False
+        assert (t["stop"], t["target"], t["eval_train_every_epoch"]) == ("ce", 0.01, True) and t["epochs"] >= 200
+        assert j.cfg["model"]["depth"] == depth and j.cfg["measure"]["enabled"] is True
+    # The first half of the order is the dropout-free design: a grid stopped there is whole.
+    assert {j.cfg["model"]["dropout"] for j in jobs[:64]} == {0.0}
+    chosen = {m.name for m in select(measure_names(jobs[0].cfg["measure"]), jobs[0].cfg["measure"]["exclude"])}
+    assert set(study_specs()) <= chosen and any(n.startswith("hessian") for n in chosen) == hessian
