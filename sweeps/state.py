@@ -60,7 +60,8 @@ def damage(run_dir: PathLike) -> list[Damage]:
     - metrics.json unreadable: what it recorded (steps, sums, wall time) cannot be rebuilt,
       so the run is retrained;
     - training outputs (metrics.json, checkpoint.pt, final.pt) without init.pt: the directory
-      was deleted while training and recreated by a later write; retrained;
+      was deleted while training and recreated by a later write; retrained. Not so a
+      :func:`light_copy` (a finished run kept without its weights, on purpose);
     - config.yaml or hparams.json missing beside training outputs: derived from the config,
       rewritten;
     - checkpoint.pt beside a valid metrics.json: a kill between the two; removed;
@@ -73,7 +74,7 @@ def damage(run_dir: PathLike) -> list[Damage]:
     if has("metrics.json") and not isinstance(metrics, dict):
         found.append(Damage("metrics.json", "is unreadable", "retrain"))
     trained = isinstance(metrics, dict) or has("checkpoint.pt") or has("final.pt")
-    if trained and not has("init.pt"):
+    if trained and not has("init.pt") and not light_copy(run_dir):
         found.append(Damage("init.pt", "is missing beside training outputs (directory deleted while training?)",
                             "retrain"))
     if trained:
@@ -83,6 +84,17 @@ def damage(run_dir: PathLike) -> list[Damage]:
     if has("measures.json") and not isinstance(read_json(run_dir / "measures.json"), dict):
         found.append(Damage("measures.json", "is unreadable", "remeasure"))
     return found
+
+
+def light_copy(run_dir: PathLike) -> bool:
+    """A finished run kept without its weights: a readable metrics.json with its config.yaml,
+    hparams.json and history.csv, and no ``*.pt`` file. This is how a long study is carried
+    to another machine or session (the small files committed, the weights left behind): such
+    a run is finished, never retrained; measures it lacks cannot be computed without final.pt."""
+    run_dir = Path(run_dir)
+    return (isinstance(read_json(run_dir / "metrics.json"), dict)
+            and all((run_dir / n).exists() for n in ("config.yaml", "hparams.json", "history.csv"))
+            and not any(run_dir.glob("*.pt")))
 
 
 @dataclass
@@ -159,11 +171,13 @@ def _unmeasured(run_dir: Path, metrics: dict[str, Any], measure_cfg: Any) -> str
         measure_cfg = _run_measure_cfg(run_dir)
     if metrics.get("status") != "done" or not (measure_cfg or {}).get("enabled", False):
         return ""
+    if (run_dir / "measures.json").exists() and measures_settled(run_dir, measure_cfg) is not False:
+        return ""
+    if light_copy(run_dir):
+        return "trained, measures unfinished, and final.pt was not kept: they cannot be computed from this copy"
     if not (run_dir / "measures.json").exists():
         return "trained, measures not started; a relaunch measures it"
-    if measures_settled(run_dir, measure_cfg) is False:
-        return "trained, measures unfinished; a relaunch completes them"
-    return ""
+    return "trained, measures unfinished; a relaunch completes them"
 
 
 def _progress(run_dir: Path) -> str:

@@ -157,6 +157,27 @@ def test_an_incomplete_run_directory_is_named_then_retrained(small_cfg, tmp_path
     assert drop(out.metrics) == drop(reference) and (run / "config.yaml").exists() and (run / "init.pt").exists()
 
 
+def test_a_finished_run_kept_without_its_weights_stays_finished(small_cfg, tmp_path):
+    # The small files of finished runs, committed without *.pt, carry a study to another
+    # machine or session: a relaunch over them must neither retrain nor touch them.
+    cfg = small_cfg("measure.names=[l2]")
+    assert run_job(cfg, tmp_path / "full").state == "trained"
+    light = tmp_path / "light"
+    light.mkdir()
+    for name in ("config.yaml", "hparams.json", "metrics.json", "history.csv", "measures.json"):
+        shutil.copy2(tmp_path / "full" / name, light / name)
+    before = {p.name: p.read_bytes() for p in light.iterdir()}
+    assert damage(light) == [] and complete(light, cfg["measure"])
+    assert run_state(light, measure_cfg="run").state == "done"
+    assert run_job(cfg, light).state == "finished_before"
+    assert {p.name: p.read_bytes() for p in light.iterdir()} == before  # nothing retrained or written
+    (light / "measures.json").unlink()  # measures it lacks cannot be computed: said, not hidden
+    state = run_state(light, measure_cfg="run")
+    assert state.state == "interrupted" and "final.pt was not kept" in state.reason
+    (light / "config.yaml").unlink()  # no longer a copy: what a deletion during training leaves
+    assert [d.file for d in damage(light)] == ["init.pt", "config.yaml"]
+
+
 def test_missing_config_files_of_a_finished_run_are_rewritten_not_retrained(small_cfg, tmp_path):
     cfg = small_cfg(*FAST)
     train(cfg, tmp_path)
