@@ -8,6 +8,7 @@
                        [--include-diverged] [--drop-nonconverged] [--min-train-acc X]
     srr-analyze regularization SWEEP_DIR_or_CSV... --out DIR [--drop-diverged]
     srr-analyze sensitivity SWEEP_DIR_or_CSV... --out DIR [--measure srr] [--gaps gap_acc,gap_loss]
+                            [--against path_norm,sharpness]
                             [--values last] [--bootstrap N] [--seed S] [filters as correlate]
 
 ``correlate`` and ``report`` leave diverged, failed and unfinished runs (and with the
@@ -93,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "default: mean and last when the measure stores both, else the main value")
     s.add_argument("--bootstrap", type=int, default=200, metavar="N", help="seed-bootstrap replicates (default 200)")
     s.add_argument("--seed", type=int, default=0, help="seed of the bootstrap generator")
+    s.add_argument("--against", default=None, metavar="MEASURES",
+                   help="comma-separated measures scored at their defaults on the same runs and resamples, "
+                        "e.g. path_norm,sharpness: how many specifications beat each")
     _filters(s, correlations=True)
 
     g = sub.add_parser("regularization", help="CE vs CE+SRR test accuracy: tables and figures")
@@ -166,7 +170,8 @@ def _sensitivity(args: argparse.Namespace) -> None:
                                                for v in args.values.split(",") if v.strip()]
     table = sensitivity(df, args.measure, gaps, values, n_boot=args.bootstrap, seed=args.seed,
                         include_diverged=args.include_diverged, converged_only=args.drop_nonconverged,
-                        min_train_acc=args.min_train_acc)
+                        min_train_acc=args.min_train_acc,
+                        against=[a.strip() for a in (args.against or "").split(",") if a.strip()])
     for gap in gaps:
         for line in table.attrs["notes"][gap]:
             _log(f"{gap}: {line}")

@@ -354,7 +354,8 @@ def plot_spec_curve(table: pd.DataFrame, gap: str, out: str | Path) -> Path | No
     the specifications of :func:`analysis.sensitivity.sensitivity` sorted by τ (ascending,
     left to right) with their bootstrap intervals; Ψ beneath in the same order; then one row
     per value of every setting (``set.<key>``), marked under each specification that uses it.
-    Blue: τ interval above 0, red: below 0, grey: containing 0; ringed: the defaults."""
+    Blue: τ interval above 0, red: below 0, grey: containing 0; ringed: the defaults; dashed
+    lines: the measures the table was scored against (``table.attrs["against"]``)."""
     part = table[table["gap"] == gap].sort_values("tau", kind="stable", na_position="first").reset_index(drop=True)
     if part.empty or part["tau"].notna().sum() == 0:
         return None
@@ -369,6 +370,12 @@ def plot_spec_curve(table: pd.DataFrame, gap: str, out: str | Path) -> Path | No
     ax_tau, ax_psi, ax_set = fig.subplots(3, 1, sharex=True, gridspec_kw={"height_ratios": heights})
     _interval_panel(ax_tau, x, part, "tau", colors, "Kendall τ")
     _interval_panel(ax_psi, x, part, "Psi", colors, "granulated Ψ")
+    others = (table.attrs.get("against") or {}).get(gap, {})
+    for (name, other), color in zip(others.items(), ("tab:green", "tab:purple", "tab:orange", "tab:brown", "tab:pink")):
+        for ax, key in ((ax_tau, "tau"), (ax_psi, "Psi")):  # the other measures at their defaults
+            if pd.notna(other.get(key)):
+                ax.axhline(other[key], color=color, ls="--", lw=1.2, zorder=1,
+                           label=f"{name} at its defaults" if key == "tau" else None)
     for ax in (ax_tau, ax_psi, ax_set):  # the defaults, through every panel
         for xd in x[part["default"].to_numpy(bool)]:
             ax.axvline(xd, color="black", lw=0.8, ls=":", alpha=0.6, zorder=0)

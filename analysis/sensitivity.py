@@ -22,6 +22,12 @@ else as "default". The table: one row per (gap, specification); the figure
 (:func:`analysis.plots.plot_spec_curve`) is Simonsohn, Simmons & Nelson's (2020)
 specification curve: the specifications sorted by τ with their intervals, Ψ beneath in
 the same order, and a panel marking the settings of each.
+
+Against other measures (``against=("path_norm", "sharpness")``): each is scored at its
+defaults in the same :func:`correlate` call, so on the same runs and the same bootstrap
+resamples; the summary says in how many specifications τ (and Ψ) is above the other's,
+and above the upper end of its interval (a conservative "beats"), and the figure draws
+each as a dashed line across the curve. The intervals are separate, not of differences.
 """
 
 from __future__ import annotations
@@ -117,7 +123,7 @@ def _rows(df: pd.DataFrame, measure: str, values: list[str] | None, defaults: di
 def sensitivity(df: pd.DataFrame, measure: str = "srr", gaps=GAPS, values: list[str] | None = None,
                 n_boot: int = 200, seed: int = 0, level: float = 0.95, include_diverged: bool = False,
                 converged_only: bool = False, min_train_acc: float | None = None,
-                defaults: dict | None = None) -> pd.DataFrame:
+                defaults: dict | None = None, against=()) -> pd.DataFrame:
     """τ and Ψ (with seed-bootstrap intervals) of every specification of ``measure`` against
     every gap in ``gaps``; one row per (gap, specification), sorted by gap then τ (descending).
 
@@ -125,18 +131,25 @@ def sensitivity(df: pd.DataFrame, measure: str = "srr", gaps=GAPS, values: list[
     value), ``default`` (the measure at its defaults, its main value), ``n``, ``tau``,
     ``tau_lo``, ``tau_hi``, ``Psi``, ``Psi_lo``, ``Psi_hi``, ``flags``. ``attrs``: ``measure``,
     ``keys`` (the setting columns), ``notes`` ({gap: lines on what was left out}),
-    ``n_models`` ({gap: runs used}), ``n_boot``, ``level``.
+    ``n_models`` ({gap: runs used}), ``n_boot``, ``level``, ``against`` ({gap: {measure:
+    its n, τ, Ψ and intervals at its defaults}}, for each measure named in ``against``).
     """
+    against = [a for a in dict.fromkeys(against) if a]
+    missing = [a for a in against if MEASURE + a not in df.columns]
+    if missing:
+        raise AnalysisError(f"--against: no column {', '.join(MEASURE + a for a in missing)} in the table")
     defaults = stored_defaults(df, measure) if defaults is None else defaults
     specs = _rows(df, measure, values, defaults)
     keys = [c for c in specs.columns if c.startswith(SET)]
     default_col = MEASURE + measure
-    parts, notes, n_models = [], {}, {}
+    parts, notes, n_models, others = [], {}, {}, {}
     for gap in map(gap_column, gaps):
-        corr = correlate(df, gap=gap, measures=list(specs["column"]), n_boot=n_boot, seed=seed, level=level,
+        columns = list(dict.fromkeys([*specs["column"], *(MEASURE + a for a in against)]))
+        corr = correlate(df, gap=gap, measures=columns, n_boot=n_boot, seed=seed, level=level,
                          cmi=False, sign_error=False, include_diverged=include_diverged,
                          converged_only=converged_only, min_train_acc=min_train_acc)
         stats = corr.reindex(columns=["measure", *STATS])
+        others[gap] = {a: stats.set_index("measure").loc[a].to_dict() for a in against}
         part = specs.merge(stats, left_on="spec", right_on="measure", how="left").drop(columns="measure")
         part.insert(0, "gap", gap)
         parts.append(part)
@@ -145,7 +158,8 @@ def sensitivity(df: pd.DataFrame, measure: str = "srr", gaps=GAPS, values: list[
     out.insert(3, "default", out["column"] == default_col)
     out = out.sort_values(["gap", "tau"], ascending=[True, False], na_position="last", kind="stable")
     out = out.reset_index(drop=True)
-    out.attrs.update(measure=measure, keys=keys, notes=notes, n_models=n_models, n_boot=int(n_boot), level=level)
+    out.attrs.update(measure=measure, keys=keys, notes=notes, n_models=n_models, n_boot=int(n_boot), level=level,
+                     against=others)
     return out
 
 
@@ -172,7 +186,25 @@ def summary(table: pd.DataFrame) -> list[str]:
             above, below = int((part["tau_lo"] > 0).sum()), int((part["tau_hi"] < 0).sum())
             line += f"; τ interval above 0: {above}, below 0: {below}"
         lines.append(line)
+        for name, other in (table.attrs.get("against") or {}).get(gap, {}).items():
+            lines.append("  - " + _against_line(part, name, other))
     return lines
+
+
+def _against_line(part: pd.DataFrame, name: str, other: dict) -> str:
+    """How many specifications have τ (Ψ) above ``other``'s, and above its interval."""
+    n = int(part["tau"].notna().sum())
+    flags = f"; flagged: {other['flags']}" if isinstance(other.get("flags"), str) and other["flags"] else ""
+    line = (f"against `{name}` at its defaults (τ = {_ci(pd.Series(other), 'tau')}, "
+            f"Ψ = {_ci(pd.Series(other), 'Psi')}{flags}):")
+    if pd.isna(other.get("tau")):
+        return line + " undefined on these runs"
+    line += (f" τ above it in {int((part['tau'] > other['tau']).sum())} of {n} specifications, "
+             f"Ψ above it in {int((part['Psi'] > other['Psi']).sum())}")
+    if pd.notna(other.get("tau_hi")) and part["tau_lo"].notna().any():
+        line += (f"; τ interval entirely above its τ interval in {int((part['tau_lo'] > other['tau_hi']).sum())}, "
+                 f"entirely below in {int((part['tau_hi'] < other['tau_lo']).sum())}")
+    return line
 
 
 def to_markdown(table: pd.DataFrame) -> str:

@@ -113,6 +113,36 @@ def test_the_cli_writes_table_and_figures_from_a_csv(tmp_path, capsys):
     assert "--values 'L9' is not stored" in capsys.readouterr().err
 
 
+def test_against_other_measures_counts_the_specifications_that_beat_them(tmp_path):
+    # measure.other = 0 1 0 1 against gap_acc 1 2 3 4: pairs (1,2)+ (1,3)0 (1,4)+ (2,3)- (2,4)0
+    # (3,4)+ -> sign tau = (3 - 1)/6 = 1/3; psi_lr = 1 (both bs groups concordant), psi_bs: other
+    # is constant within each lr group -> 0; Psi = 1/2. The specs have tau 1, 2/3, -1 and Psi
+    # 1, 1/2, -1: tau above 1/3 in 2 of 3, Psi above 1/2 in 1 (1/2 is not above itself).
+    t = sensitivity(four_models(), "m", gaps=["gap_acc"], n_boot=0, defaults={"k": 0}, against=["other"])
+    other = t.attrs["against"]["gen.gap_acc"]["other"]
+    assert other["tau"] == pytest.approx(1 / 3) and other["Psi"] == pytest.approx(0.5) and other["n"] == 4
+    assert len(t) == 3 and "other" not in set(t["spec"])  # the table holds the specifications only
+    md = to_markdown(t)
+    assert "against `other` at its defaults (τ = 0.333, Ψ = 0.500; flagged: 2 distinct values): " \
+           "τ above it in 2 of 3 specifications, Ψ above it in 1" in md
+    with pytest.raises(AnalysisError, match="--against: no column measure.nope"):
+        sensitivity(four_models(), "m", against=["nope"])
+    # With intervals: the same resamples for the specs and the other measure; drawn as a line.
+    df = seeded_grid(((0.05, 0.1), ("mssa_in", "ista_out"), ("token",), (1,)))
+    df["measure.path_norm"] = df["gen.gap_acc"] * 0.5 + np.random.default_rng(1).normal(size=len(df))
+    t = sensitivity(df, "srr", gaps=["gap_acc"], n_boot=30, against=["path_norm"])
+    other = t.attrs["against"]["gen.gap_acc"]["path_norm"]
+    line = next(x for x in to_markdown(t).splitlines() if "against `path_norm`" in x)
+    above = int((t["tau_lo"] > other["tau_hi"]).sum())
+    assert other["tau_lo"] <= other["tau"] <= other["tau_hi"] and f"entirely above its τ interval in {above}," in line
+    fig = plot_spec_curve(t, "gen.gap_acc", tmp_path)
+    assert fig is not None and fig.stat().st_size > 20_000
+    csv = tmp_path / "r.csv"
+    df.to_csv(csv, index=False)
+    assert main(["sensitivity", str(csv), "--out", str(tmp_path / "cli"), "--bootstrap", "10", "--gaps", "gap_acc",
+                 "--against", "path_norm"]) == 0
+
+
 def test_no_spec_of_the_measure_is_one_line_error():
     with pytest.raises(AnalysisError, match="no column of measure 'srr'"):
         sensitivity(four_models(), "srr")
