@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# The exact commands that produced this folder (issue 11: the converged study on a 2-core CPU).
+#   bash results/converged_cifar10_cpu/make.sh train     # train + measure the grid (resumable; hours)
+#   bash results/converged_cifar10_cpu/make.sh analyse   # copy the finished runs' small files here, tables, figures
+# Training: experiment=converged_cifar10_cpu (sweeps/conf/experiment/), two runs at a time,
+# one thread each (the experiment sets train.threads=1), on the shared CIFAR-10 JPEG copy.
+# A run directory whose metrics.json (and, with measures on, complete measures.json) exists
+# is never retrained, so `train` continues a grid stopped part-way. To continue it on another
+# machine from this folder alone: copy runs/* into $SWEEP first (they are finished runs kept
+# without their weights, which a relaunch leaves as they are).
+set -eu
+SWEEP=${SWEEP:-/root/srr-grids/converged}
+DEST=${DEST:-results/converged_cifar10_cpu}
+PY=${PY:-.venv/bin/python}
+export PYTHONUNBUFFERED=1 SRR_DATA=${SRR_DATA:-../shared/data}
+case "${1:-analyse}" in
+train)
+  $PY -c "from sweeps.cli import train_main; train_main()" -m experiment=converged_cifar10_cpu launcher=joblib \
+    hydra.sweep.dir="$SWEEP" >> "$SWEEP.log" 2>&1 ;;
+analyse)
+  # Finished runs only (done with every measure stored, or diverged): their small files.
+  $PY - "$SWEEP" "$DEST/runs" <<'PY'
+import shutil, sys
+from pathlib import Path
+from sweeps.state import run_state
+from sweeps.status import find_run_dirs
+sweep, dest = map(Path, sys.argv[1:])
+for run in find_run_dirs(sweep):
+    if run_state(run, measure_cfg="run").state in ("done", "diverged"):
+        (dest / run.name).mkdir(parents=True, exist_ok=True)
+        for name in ("config.yaml", "hparams.json", "metrics.json", "history.csv", "measures.json"):
+            if (run / name).exists():
+                shutil.copy2(run / name, dest / run.name / name)
+PY
+  $PY -m analysis.cli collect "$DEST/runs" -o "$DEST/results.csv"
+  for gap in gap_acc gap_loss; do
+    $PY -m analysis.cli report "$DEST/results.csv" --gap "gen.$gap" --out "$DEST/report_$gap" --bootstrap 200 \
+      > "$DEST/report_$gap.log" 2>&1
+  done
+  for m in srr path_norm path_norm_over_margin sharpness; do  # each against the others' defaults
+    against=$(echo srr,path_norm,sharpness | tr , '\n' | grep -vx "$m" | paste -sd,)
+    $PY -m analysis.cli sensitivity "$DEST/results.csv" --measure "$m" --against "$against" \
+      --out "$DEST/sensitivity/$m" --bootstrap 200 > "$DEST/sensitivity_$m.log" 2>&1
+  done
+  $PY - "$DEST/results.csv" > "$DEST/runs.md" <<'PY'
+import sys
+import pandas as pd
+df = pd.read_csv(sys.argv[1])
+cols = {"hp.variant": "variant", "hp.width": "width", "hp.lr": "lr", "hp.batch_size": "batch", "hp.dropout": "dropout",
+        "hp.seed": "seed", "gen.epochs": "epochs", "is.converged": "converged", "gen.train_loss": "train CE",
+        "gen.test_acc": "test acc", "gen.gap_acc": "gap (acc)", "gen.gap_loss": "gap (loss)", "status": "status"}
+t = df[list(cols)].rename(columns=cols).sort_values(["dropout", "width", "lr", "batch", "seed", "variant"])
+print("| " + " | ".join(t.columns) + " |\n|" + "---|" * len(t.columns))
+for row in t.itertuples(index=False):
+    print("| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row) + " |")
+PY
+  $PY -m benchmarks.grid_cost "$SWEEP" --jobs 2 > "$DEST/grid_cost.txt" ;;
+*) echo "usage: $0 train|analyse" >&2; exit 2 ;;
+esac
