@@ -27,6 +27,8 @@ import statistics
 import sys
 from pathlib import Path
 
+import yaml
+
 from srr_bench.config import RunConfig
 from srr_bench.runs import find_runs
 from srr_bench.train import replay_gate
@@ -43,8 +45,6 @@ def run_cost(run: Path) -> dict | None:
         return None
     if m.get("status") != "done" or m.get("train_eval_wall_s") is None:
         return None
-    import yaml
-
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     measures = json.loads((run / "measures.json").read_text()) if (run / "measures.json").exists() else None
     if measures is None and (cfg.get("measure") or {}).get("enabled"):

@@ -137,6 +137,15 @@ def evaluate_train_now(t: TrainConfig, batch_loss: float, steps_to: dict[str, Op
     return any(batch_loss <= EVAL_GATE * m for m in targets)
 
 
+def _record_train_eval(t: TrainConfig, steps_to: dict[str, Optional[int]], step: int, loss: float,
+                       acc: float) -> bool:
+    """Record the CE milestones a full train-set evaluation reached; whether the run stops."""
+    for m in CE_MILESTONES:
+        if steps_to[str(m)] is None and loss <= m:
+            steps_to[str(m)] = step
+    return _stop_reached(t, loss, acc)
+
+
 def replay_gate(history: list[dict[str, Any]], t: TrainConfig) -> dict[str, Any]:
     """What :func:`evaluate_train_now` would have done on a run that evaluated the train set
     after every epoch: its ``history`` rows (``epoch``, ``step``, ``batch_loss``,
@@ -153,11 +162,8 @@ def replay_gate(history: list[dict[str, Any]], t: TrainConfig) -> dict[str, Any]
         if not evaluate_train_now(gated, float(row["batch_loss"]), steps_to):
             continue
         evals += 1
-        loss, acc = float(row["train_loss"]), float(row.get("train_acc", float("nan")))
-        for m in CE_MILESTONES:
-            if steps_to[str(m)] is None and loss <= m:
-                steps_to[str(m)] = int(row["step"])
-        if _stop_reached(gated, loss, acc):
+        if _record_train_eval(gated, steps_to, int(row["step"]), float(row["train_loss"]),
+                              float(row.get("train_acc", float("nan")))):
             stop = int(row["epoch"])
             break
     return {"stop_epoch": stop, "steps_to": steps_to, "train_evals": evals}
@@ -282,10 +288,8 @@ def train(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
             break
         if evaluate_train_now(t, batch_loss, state["steps_to"]):
             row["train_loss"], row["train_acc"] = _timed_train_eval(model, data, t, state)
-            for m in CE_MILESTONES:
-                if state["steps_to"][str(m)] is None and row["train_loss"] <= m:
-                    state["steps_to"][str(m)] = state["step"]
-            state["stopped"] = _stop_reached(t, row["train_loss"], row["train_acc"])
+            state["stopped"] = _record_train_eval(t, state["steps_to"], state["step"], row["train_loss"],
+                                                  row["train_acc"])
         if t.eval_test_every_epoch:
             row["test_loss"], row["test_acc"] = evaluate(model, data, "test", bf16=t.bf16)
         state["epoch"] += 1
