@@ -103,8 +103,9 @@ def list_measures() -> str:
         if keys:
             lines.append(f"  {group}: " + ", ".join(f"{k}={v!r}" for k, v in keys.items()))
     lines.append("\nstudy grids (--study):")
-    lines += [f"  {name}: " + "; ".join(f"{k}={','.join(map(str, v))}" for k, v in grid.items())
-              for name, grid in STUDY_GRIDS.items()]
+    lines += [f"  {name}: " + " + ".join("; ".join(f"{k}={','.join(map(str, v))}" for k, v in grid.items())
+                                      for grid in grids)
+              for name, grids in STUDY_GRIDS.items()]
     return "\n".join(lines)
 
 

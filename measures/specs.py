@@ -23,7 +23,7 @@ the cartesian product (``expand``); ``srr-measure --grid srr.eps=0.05,0.1`` and
 ``measures.compute(..., grid=...)`` use it.
 
 ``STUDY_GRIDS``: the grids of the convention-sensitivity study (issue 11), written down
-once; ``srr-measure --study``, ``study_specs`` and the name ``study:<measure>`` (every
+once (a measure's specifications are the union of its grids); ``srr-measure --study``, ``study_specs`` and the name ``study:<measure>`` (every
 specification of the measure's study grid, e.g. in an experiment's ``measure.names``) use them. SRR's layer aggregation (mean
 over layers, last layer) is **not** a setting: every SRR specification already stores
 both (``<spec>`` = ``<spec>.mean`` and ``<spec>.last``), so it is a choice of column made
@@ -39,16 +39,26 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from .registry import GLOBAL_SETTINGS, MEASURES, SETTINGS, Measure, MeasureError, validate_overrides
 
-# The settings grids of the sensitivity study: {measure: {key: values}} (keys of the measure's
-# group). SRR: ε, representation, token/head/no normalisation, λ₀ (0: the rate terms alone);
-# path-norm: ℓ_q with q = 1 (Gonon's L1) and 2 (Jiang's eq. (44)); sharpness: the box radius ρ
-# and the ascent's steps. Checked against the registry when used (``study_grid``).
-STUDY_GRIDS: dict[str, dict[str, list[Any]]] = {
-    "srr": {"eps": [0.05, 0.1, 0.5], "representation": ["mssa_in", "z_half", "ista_out"],
-            "normalize": ["token", "head", "none"], "lambda0": [0.0, 1.0]},
-    "path_norm": {"q": [1.0, 2.0]},
-    "path_norm_over_margin": {"q": [1.0, 2.0]},
-    "sharpness": {"radius": [5e-4, 2e-3], "steps": [10, 20]},
+# The settings grids of the sensitivity study: {measure: [grid, ...]}, each grid {key: values}
+# (keys of the measure's group); a measure's specifications are the union of its grids'
+# cartesian products, each once. SRR: ε, representation, token/head/no normalisation, λ₀ (0:
+# the rate terms alone), with ‖Z‖₀ on the representation itself as a fraction of its entries;
+# then the ‖Z‖₀ conventions (λ₀ = 1, ε = 0.1): counted on the ISTA output (the reference code's
+# choice, and the only representation with exact zeros) as a fraction or as the raw count of
+# nonzeros, which then dominates the rate terms. Path-norm: ℓ_q with q = 1 (Gonon's L1) and 2
+# (Jiang's eq. (44)); sharpness: the box radius ρ and the ascent's steps. Checked against the
+# registry when used (``study_grids``).
+STUDY_GRIDS: dict[str, list[dict[str, list[Any]]]] = {
+    "srr": [
+        {"eps": [0.05, 0.1, 0.5], "representation": ["mssa_in", "z_half", "ista_out"],
+         "normalize": ["token", "head", "none"], "lambda0": [0.0, 1.0]},
+        {"representation": ["mssa_in", "z_half"], "l0_representation": ["ista_out"],
+         "l0": ["fraction", "count"], "normalize": ["token", "head", "none"]},
+        {"representation": ["ista_out"], "l0": ["count"], "normalize": ["token", "head", "none"]},
+    ],
+    "path_norm": [{"q": [1.0, 2.0]}],
+    "path_norm_over_margin": [{"q": [1.0, 2.0]}],
+    "sharpness": [{"radius": [5e-4, 2e-3], "steps": [10, 20]}],
 }
 
 STUDY = "study:"  # "study:srr" selects every specification of STUDY_GRIDS["srr"]
@@ -193,18 +203,21 @@ def expand(measures: Iterable[Measure], grid: Optional[Mapping[str, Sequence[Any
     return list(out.values())
 
 
-def study_grid(measure: str) -> dict[str, list[Any]]:
-    """``STUDY_GRIDS[measure]`` as a checked grid {"group.key": values} of the measure's group."""
+def study_grids(measure: str) -> list[dict[str, list[Any]]]:
+    """``STUDY_GRIDS[measure]`` as checked grids {"group.key": values} of the measure's group."""
     if measure not in STUDY_GRIDS:
         raise MeasureError(f"no study grid for {measure!r}; there are: {', '.join(sorted(STUDY_GRIDS))}")
     group = MEASURES.get(measure).group
-    return check_grid({f"{group}.{k}": v for k, v in STUDY_GRIDS[measure].items()})
+    return [check_grid({f"{group}.{k}": v for k, v in grid.items()}) for grid in STUDY_GRIDS[measure]]
 
 
 def study(measure: str) -> list[Measure]:
-    """Every specification of ``measure``'s study grid, the default (the measure itself) included."""
-    grid = study_grid(measure)
-    return expand([MEASURES.get(measure)], grid)
+    """Every specification of ``measure``'s study grids, each once, the default (the measure itself) included."""
+    out: dict[str, Measure] = {}
+    for grid in study_grids(measure):
+        for spec in expand([MEASURES.get(measure)], grid):
+            out.setdefault(spec.name, spec)
+    return list(out.values())
 
 
 def study_specs(measures: Optional[Iterable[str]] = None) -> list[str]:

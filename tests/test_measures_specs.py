@@ -2,6 +2,7 @@
 changed, the --grid / --study CLI on a real digits run, collection as separate columns, and
 the converged experiment's grid."""
 import json
+import math
 
 import pytest
 
@@ -9,8 +10,10 @@ import measures.srr
 from analysis.collect import collect, parse_measure_column
 from measures import compute, select
 from measures.cli import main
-from measures.registry import MeasureError
-from measures.specs import STUDY_GRIDS, check_grid, expand, format_value, is_spec, resolve, split, study_specs
+from measures.registry import MEASURES, MeasureError
+from measures.specs import (
+    STUDY_GRIDS, check_grid, expand, format_value, is_spec, resolve, specify, split, study_specs,
+)
 from srr_bench.config import compose
 
 FEW = ["--n-images", "8", "-q"]
@@ -63,12 +66,16 @@ def test_a_grid_is_the_cartesian_product_per_group():
 
 def test_study_grids_name_real_settings_and_give_every_spec_once():
     names = study_specs()
-    n_srr = 1
-    for v in STUDY_GRIDS["srr"].values():
-        n_srr *= len(v)
-    assert n_srr == 54 and len([n for n in names if n.split("[")[0] == "srr"]) == 54
+    sizes = [math.prod(len(v) for v in grid.values()) for grid in STUDY_GRIDS["srr"]]
+    assert sizes == [54, 12, 3]  # the grids are disjoint: the union holds every point once
+    assert len([n for n in names if n.split("[")[0] == "srr"]) == 69
     assert len(names) == len(set(names)) and {"srr", "path_norm", "path_norm[q=1]", "sharpness"} <= set(names)
     assert "srr[eps=0.5,lambda0=0,normalize=none,representation=mssa_in]" in names
+    # The reference code's conventions are one point of the study; the raw count on the layer output another.
+    ref = MEASURES.get("srr_ref")
+    assert specify(MEASURES.get("srr"), {k: ref.fixed[k] for k in ("representation", "l0_representation", "normalize")}
+                   ).name in names
+    assert {"srr[l0=count]", "srr[l0=count,l0_representation=ista_out,normalize=head,representation=mssa_in]"} <= set(names)
     assert [m.name for m in select(["study:sharpness"])] == [
         "sharpness[steps=10]", "sharpness", "sharpness[radius=0.002,steps=10]", "sharpness[radius=0.002]"]
 
