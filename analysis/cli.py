@@ -4,8 +4,10 @@
                         [--min-train-acc X]
     srr-analyze correlate results.csv --gap gen.gap_acc --out DIR [--bootstrap N] [--seed S]
                           [--include-diverged] [--drop-nonconverged] [--min-train-acc X]
+                          [--drop-undecided]
     srr-analyze report SWEEP_DIR_or_CSV... --out DIR [--gap ...] [--bootstrap N]
                        [--include-diverged] [--drop-nonconverged] [--min-train-acc X]
+                       [--drop-undecided]
     srr-analyze regularization SWEEP_DIR_or_CSV... --out DIR [--drop-diverged]
     srr-analyze sensitivity SWEEP_DIR_or_CSV... --out DIR [--measure srr] [--gaps gap_acc,gap_loss]
                             [--against path_norm,sharpness]
@@ -13,7 +15,9 @@
 
 ``correlate`` and ``report`` leave diverged, failed and unfinished runs (and with the
 filters non-converged and low-accuracy ones) out of the correlations and print, on stderr,
-how many runs were left out per reason, how many values each measure lost (NaN, ±inf),
+how many runs were left out per reason, how many values each measure lost (NaN, ±inf, and
+with ``--drop-undecided`` the values its own search left undecided; otherwise those are
+used and counted),
 and a warning for every hyperparameter axis that lost a value; measures that are
 constant, nearly constant, NaN or ±inf on part of the runs are flagged, not ranked
 (:mod:`analysis.exclusions`, :mod:`analysis.flags`).
@@ -50,6 +54,9 @@ def _filters(p: argparse.ArgumentParser, correlations: bool = False) -> None:
         p.add_argument("--include-diverged", action="store_true",
                        help="keep diverged runs in the correlations (default: left out and counted)")
         p.add_argument("--drop-diverged", action="store_true", help=argparse.SUPPRESS)  # the default
+        p.add_argument("--drop-undecided", action="store_true",
+                       help="leave out of a measure the values its own search left undecided (PAC-Bayes "
+                            "σ searches with converged: false; default: used as they are, and counted)")
     else:
         p.add_argument("--drop-diverged", action="store_true", help="drop runs whose status is 'diverged'")
     p.add_argument("--min-train-acc", type=float, default=None, metavar="X",
@@ -128,7 +135,7 @@ def _run(args: argparse.Namespace) -> int:
         from analysis.tables import notes, to_markdown, write_tables
         corr = correlate(read_table(args.table), gap=args.gap, n_boot=args.bootstrap, seed=args.seed,
                          include_diverged=args.include_diverged, converged_only=args.drop_nonconverged,
-                         min_train_acc=args.min_train_acc)
+                         min_train_acc=args.min_train_acc, drop_undecided=args.drop_undecided)
         for line in notes(corr):
             _log(line)
         paths = write_tables(corr, args.out)
@@ -152,7 +159,7 @@ def _run(args: argparse.Namespace) -> int:
         src = args.source[0] if len(args.source) == 1 else args.source
         path = report(src, args.out, gap=args.gap, n_boot=args.bootstrap, seed=args.seed,
                       drop_nonconverged=args.drop_nonconverged, drop_diverged=not args.include_diverged,
-                      min_train_acc=args.min_train_acc, log=_log)
+                      min_train_acc=args.min_train_acc, drop_undecided=args.drop_undecided, log=_log)
         _log(f"wrote {path}")
     return 0
 
@@ -170,7 +177,7 @@ def _sensitivity(args: argparse.Namespace) -> None:
                                                for v in args.values.split(",") if v.strip()]
     table = sensitivity(df, args.measure, gaps, values, n_boot=args.bootstrap, seed=args.seed,
                         include_diverged=args.include_diverged, converged_only=args.drop_nonconverged,
-                        min_train_acc=args.min_train_acc,
+                        min_train_acc=args.min_train_acc, drop_undecided=args.drop_undecided,
                         against=[a.strip() for a in (args.against or "").split(",") if a.strip()])
     for gap in gaps:
         for line in table.attrs["notes"][gap]:

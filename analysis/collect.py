@@ -15,6 +15,8 @@ contains ``metrics.json``. Per run directory:
   stored under several settings (a named specification, ``measures.specs``) gives a column
   per specification, ``measure.srr[eps=0.05,representation=z_half]`` beside ``measure.srr``;
   :func:`parse_measure_column` reads such a name back into (measure, settings, suffix);
+  a measure whose diagnostics hold a boolean ``converged`` (its own search: PAC-Bayes)
+  also gives ``undecided.<name>`` (not converged);
 - ``run_dir``: the path of the run directory.
 
 A run directory without ``metrics.json`` (``config.yaml``, ``hparams.json``, ``checkpoint.pt``
@@ -42,7 +44,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.exclusions import is_diverged
-from analysis.schema import GEN, HP, IS, MEASURE, SEED, AnalysisError, flag
+from analysis.schema import GEN, HP, IS, MEASURE, SEED, UNDECIDED, AnalysisError, flag
 
 METRICS, HPARAMS, MEASURES, HISTORY = "metrics.json", "hparams.json", "measures.json", "history.csv"
 # A specification's value: <measure>[<key>=<value>,...] then optionally .<suffix> (measures.specs).
@@ -113,9 +115,13 @@ def read_run(run_dir: str | os.PathLike) -> dict:
         elif v is None or isinstance(v, (int, float)):
             row[GEN + k] = np.nan if v is None else float(v)
     if (run_dir / MEASURES).exists():
-        values = _read_json(run_dir / MEASURES).get("values") or {}
-        for k, v in values.items():
+        stored = _read_json(run_dir / MEASURES)
+        for k, v in (stored.get("values") or {}).items():
             row[MEASURE + k] = _measure_value(v)
+        diagnostics = stored.get("diagnostics")
+        for k, d in (diagnostics.items() if isinstance(diagnostics, dict) else ()):
+            if isinstance(d, dict) and isinstance(d.get("converged"), bool):
+                row[UNDECIDED + k] = not d["converged"]
     return row
 
 
@@ -175,10 +181,11 @@ def unfinished_row(run_dir: str | os.PathLike) -> dict:
 
 def _order_columns(df: pd.DataFrame) -> pd.DataFrame:
     def rank(c: str):
-        for i, p in enumerate(("run_id", "run_dir", *TEXT_METRICS, HP, GEN, IS, MEASURE)):
+        order = ("run_id", "run_dir", *TEXT_METRICS, HP, GEN, IS, MEASURE, UNDECIDED)
+        for i, p in enumerate(order):
             if c == p or c.startswith(p):
                 return (i, c == SEED, c)
-        return (8, False, c)
+        return (len(order), False, c)
     return df[sorted(df.columns, key=rank)]
 
 
@@ -226,7 +233,7 @@ def collect_runs(sweep_dirs: Iterable[str | os.PathLike], log: Callable[[str], N
             rows += [unfinished_row(d) for d in started]
     df = pd.DataFrame(rows)
     for c in df.columns:
-        if c.startswith(IS):
+        if c.startswith((IS, UNDECIDED)):
             df[c] = df[c].astype("boolean")
     log(f"collect: {len(df)} runs from {len(sweep_dirs)} sweep director{'y' if len(sweep_dirs) == 1 else 'ies'}")
     return _order_columns(df).reset_index(drop=True)

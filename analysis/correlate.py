@@ -16,7 +16,8 @@ other are merged into one axis named like ``width+heads``, see
 :class:`analysis.schema.Design`). A NaN or ±inf measure value drops that run for that
 measure only: ``n`` reports how many models each measure was scored on, ``n_nan`` and
 ``n_inf`` how many were left out, and ``flags`` says why a measure should not be ranked
-(:mod:`analysis.flags`).
+(:mod:`analysis.flags`). ``n_undecided`` counts the values a measure's own search left
+undecided (PAC-Bayes); ``drop_undecided`` leaves them out of that measure as well.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import pandas as pd
 
 from analysis.bootstrap import seed_bootstrap
 from analysis.cmi import CMIScorer
-from analysis.exclusions import left_out, measure_axis_warnings, run_lines, value_counts
+from analysis.exclusions import left_out, measure_axis_warnings, run_lines, undecided_rows, value_counts
 from analysis.flags import measure_flags
 from analysis.granulated import granulated_kendall
 from analysis.kendall import kendall
@@ -59,11 +60,12 @@ def correlate(df: pd.DataFrame, gap: str = DEFAULT_GAP, measures: list[str] | No
               level: float = 0.95, cmi: bool = True, sign_error: bool = True,
               hoeffding: bool | None = None, n_test: float | None = None,
               min_ess: float = 1.0, include_diverged: bool = False, converged_only: bool = False,
-              min_train_acc: float | None = None) -> pd.DataFrame:
+              min_train_acc: float | None = None, drop_undecided: bool = False) -> pd.DataFrame:
     """Correlation statistics of every measure with ``gap``; one row per measure.
 
     Columns: ``measure`` (without prefix), ``n`` (models used), ``n_nan``, ``n_inf`` (values
-    left out), ``flags``, ``tau``, ``tau_b``, ``tau_p``, ``Psi``, ``psi.<axis>``,
+    left out), ``n_undecided`` (values its search left undecided: used, or with
+    ``drop_undecided`` left out), ``flags``, ``tau``, ``tau_b``, ``tau_p``, ``Psi``, ``psi.<axis>``,
     ``n_groups.<axis>``, ``cmi``, ``cmi_set`` (axes joined by '+', 'none' for S = ∅),
     ``sign_error_mean|p90|max``, ``n_envs``, ``sign_error_<stat>.<axis>``, and with
     ``n_boot > 0`` and ≥ 2 seeds ``tau_lo``, ``tau_hi``, ``Psi_lo``, ``Psi_hi``.
@@ -90,9 +92,10 @@ def correlate(df: pd.DataFrame, gap: str = DEFAULT_GAP, measures: list[str] | No
     kept_axes = [a for a in axis_columns(df) if axes is None or a in axes]
     for col in cols:
         raw = df[col].to_numpy(float)
-        x = np.where(np.isinf(raw), np.nan, raw)  # ±inf is left out, never ranked
+        undecided = undecided_rows(df, col)
+        x = np.where(np.isinf(raw) | (undecided & drop_undecided), np.nan, raw)  # ±inf is left out, never ranked
         values[col] = x
-        rows.append(_measure_row(col, raw, x, y, design, cmi_scorer, se_scorer))
+        rows.append(_measure_row(col, raw, x, y, design, cmi_scorer, se_scorer, undecided, drop_undecided))
         if np.isfinite(x).sum() >= 2:
             notes += measure_axis_warnings(strip(col), df, np.isfinite(x), kept_axes)
     out = pd.DataFrame(rows)
@@ -108,17 +111,18 @@ def correlate(df: pd.DataFrame, gap: str = DEFAULT_GAP, measures: list[str] | No
                                   min_train_acc=min_train_acc),
                      n_seeds=int(df[SEED].nunique()) if SEED in df.columns else 1,
                      hoeffding=use_h, n_boot=int(n_boot) if has_seeds(df) else 0, level=level,
-                     min_ess=min_ess)
+                     min_ess=min_ess, drop_undecided=drop_undecided)
     return out
 
 
-def _measure_row(col: str, raw, x, y, design: Design, cmi_scorer, se_scorer) -> dict:
+def _measure_row(col: str, raw, x, y, design: Design, cmi_scorer, se_scorer, undecided, drop_undecided) -> dict:
     """One measure's statistics: ``raw`` its values on the runs used, ``x`` the same with
-    ±inf as NaN (NaN rows are dropped by every statistic)."""
+    ±inf (and, when dropped, undecided values) as NaN (NaN rows are dropped by every statistic)."""
     keep = ~(np.isnan(x) | np.isnan(y))
-    n_nan, n_inf = value_counts(raw)
+    dropped = undecided if drop_undecided else None
+    n_nan, n_inf = value_counts(raw if dropped is None else raw[~dropped])
     row: dict = {"measure": strip(col), "n": int(keep.sum()), "n_nan": n_nan, "n_inf": n_inf,
-                 "flags": measure_flags(raw)}
+                 "n_undecided": int(undecided.sum()), "flags": measure_flags(raw, dropped=dropped)}
     if keep.sum() >= 2:
         k = kendall(x[keep], y[keep])
         row.update(tau=k.tau, tau_b=k.tau_b, tau_p=k.pvalue)

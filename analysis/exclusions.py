@@ -18,6 +18,11 @@ applies (so the counts add up to the number of runs left out):
 ranked as "largest". ``correlate`` stores the counts per measure (``n``, ``n_nan``,
 ``n_inf``).
 
+**Undecided values**: a measure that runs its own search (the PAC-Bayes σ search) records
+whether it decided its value (``undecided.<name>``, :mod:`analysis.collect`). They are used
+as they are and counted per measure (``n_undecided``); asked to (``drop_undecided``), the
+correlations leave them out of that measure's statistics, as its NaN values.
+
 **Axes**: a hyperparameter value all of whose runs are left out disappears from the
 design; when an axis keeps a single value it is no longer an axis. Both are warned about,
 for the whole table and per measure.
@@ -30,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from analysis.schema import IS, axis_columns, flag, strip
+from analysis.schema import IS, UNDECIDED, axis_columns, flag, strip
 
 STATUS = "status"
 UNFINISHED = ("running", "interrupted", "pending", "unfinished")
@@ -90,6 +95,17 @@ def value_counts(x: np.ndarray) -> tuple[int, int]:
     """(NaN, ±inf) counts of one measure's values among the runs used."""
     x = np.asarray(x, float)
     return int(np.isnan(x).sum()), int(np.isinf(x).sum())
+
+
+def undecided_rows(df: pd.DataFrame, column: str) -> np.ndarray:
+    """Per row, whether the value of measure column ``column`` (``measure.<name>`` or one of its
+    suffixes ``measure.<name>.<suffix>``) was left undecided by its measure's own search."""
+    name = strip(column)
+    owners = [c for c in df.columns if isinstance(c, str) and c.startswith(UNDECIDED)
+              and (name == c[len(UNDECIDED):] or name.startswith(c[len(UNDECIDED):] + "."))]
+    if not owners:
+        return np.zeros(len(df), bool)
+    return flag(df, max(owners, key=len)).to_numpy(bool)
 
 
 def _shown(values) -> str:
@@ -177,11 +193,25 @@ def run_lines(n_runs: int, counts: dict[str, int]) -> list[str]:
 
 
 def measure_lines(corr: pd.DataFrame) -> list[str]:
-    """One line per measure scored on fewer runs than were used (its own NaN / ±inf left out)."""
-    lines = []
+    """One line per measure scored on fewer runs than were used (its own NaN / ±inf, and with
+    ``drop_undecided`` its undecided values, left out), then one per measure whose undecided
+    values were kept."""
+    dropped = bool(corr.attrs.get("drop_undecided"))
+    lines, kept = [], []
     for _, r in corr.iterrows():
-        n_nan, n_inf = (int(r[k]) if k in r and pd.notna(r[k]) else 0 for k in ("n_nan", "n_inf"))
+        n_nan, n_inf, n_und = (int(r[k]) if k in r and pd.notna(r[k]) else 0
+                               for k in ("n_nan", "n_inf", "n_undecided"))
         parts = ([f"{n_nan} missing (NaN)"] if n_nan else []) + ([f"{n_inf} infinite (±inf)"] if n_inf else [])
+        if dropped and n_und:
+            parts.append(f"{n_und} undecided by its search")
+        elif n_und:
+            kept.append(f"- `{r['measure']}`: {n_und} of {int(r['n'])}")
         if parts:
-            lines.append(f"- `{r['measure']}`: {int(r['n'])} of {int(r['n']) + n_nan + n_inf} runs; " + ", ".join(parts))
-    return ["Measures scored on fewer runs (their own missing or infinite values left out):", *lines] if lines else []
+            total = int(r["n"]) + n_nan + n_inf + (n_und if dropped else 0)
+            lines.append(f"- `{r['measure']}`: {int(r['n'])} of {total} runs; " + ", ".join(parts))
+    out = ["Measures scored on fewer runs (their own missing, infinite or undecided values left out):", *lines] \
+        if lines else []
+    if kept:
+        out += ["Values their measure's search left undecided (diagnostics `converged: false`), used as they are "
+                "(`--drop-undecided` leaves them out):", *kept]
+    return out

@@ -2,8 +2,10 @@
 
 Over the runs the correlations use, a measure is flagged when it is
 
-- **undefined on part of the grid**: NaN on some runs (``NaN on k/n runs``); its statistics
-  are computed on fewer models than the others', so they are not comparable;
+- **undefined on part of the grid**: NaN on some runs (``NaN on k/n runs``), or undecided
+  by the measure's own search and left out (``undecided on k/n runs (left out)``, only when
+  asked to drop them); its statistics are computed on fewer models than the others', so
+  they are not comparable;
 - **non-finite**: ±inf on some runs (``±inf on k/n runs``); these values are left out, never
   ranked as the largest;
 - **constant**: one distinct finite value (τ = Ψ = 0 by ties, not by a lack of signal);
@@ -23,19 +25,24 @@ import pandas as pd
 
 MIN_DISTINCT = 3
 REL_SPREAD = 1e-5
-FLAGS_RULE = (f"over the runs used, they are NaN or ±inf on some runs, constant, or nearly constant "
+FLAGS_RULE = (f"over the runs used, they are NaN or ±inf (or undecided and left out) on some runs, constant, or nearly constant "
               f"(fewer than {MIN_DISTINCT} distinct values, or a relative spread (max − min)/max|μ| "
               f"below {REL_SPREAD:g})")
 
 
-def measure_flags(values, min_distinct: int = MIN_DISTINCT, rel_spread: float = REL_SPREAD) -> str:
-    """The flags of one measure's values over the runs used, joined by '; ' ('' when none)."""
+def measure_flags(values, min_distinct: int = MIN_DISTINCT, rel_spread: float = REL_SPREAD,
+                  dropped=None) -> str:
+    """The flags of one measure's values over the runs used, joined by '; ' ('' when none);
+    ``dropped`` (a mask) marks the values left out as undecided by the measure's search."""
     x = np.asarray(values, float)
     n = len(x)
-    n_nan, n_inf = int(np.isnan(x).sum()), int(np.isinf(x).sum())
     parts = []
+    if dropped is not None and np.any(dropped):
+        parts.append(f"undecided on {int(np.sum(dropped))}/{n} runs (left out)")
+        x = x[~np.asarray(dropped, bool)]
+    n_nan, n_inf = int(np.isnan(x).sum()), int(np.isinf(x).sum())
     if n_nan:
-        parts.append("undefined (NaN on every run)" if n_nan == n else f"NaN on {n_nan}/{n} runs")
+        parts.append("undefined (NaN on every run)" if n_nan == len(x) else f"NaN on {n_nan}/{n} runs")
     if n_inf:
         parts.append(f"±inf on {n_inf}/{n} runs")
     finite = x[np.isfinite(x)]

@@ -75,13 +75,15 @@ def _design_lines(df: pd.DataFrame) -> list[str]:
 
 def report(source, out_dir: str | Path, gap: str = DEFAULT_GAP, n_boot: int = 100, seed: int = 0,
            drop_nonconverged: bool = False, drop_diverged: bool = True,
-           min_train_acc: float | None = None, log: Callable[[str], None] = print) -> Path:
+           min_train_acc: float | None = None, drop_undecided: bool = False,
+           log: Callable[[str], None] = print) -> Path:
     """Write tables, figures and ``report.md`` into ``out_dir``; return the report path.
 
     Every run of the source enters the table (from sweep directories, also those without
     ``metrics.json``); the correlations leave out diverged runs (unless
     ``drop_diverged=False``), failed and unfinished ones, and with the filters the
-    non-converged and low-train-accuracy ones, and the report counts each reason."""
+    non-converged and low-train-accuracy ones, and the report counts each reason (and each
+    measure's undecided values, left out of it with ``drop_undecided``)."""
     out = Path(out_dir)
     messages: list[str] = []
 
@@ -97,7 +99,7 @@ def report(source, out_dir: str | Path, gap: str = DEFAULT_GAP, n_boot: int = 10
     # the report ranks each measure under its default settings only.
     measures = [c for c in measure_columns(df) if "[" not in c]
     corr = correlate(df, gap=gap, measures=measures, n_boot=n_boot, seed=seed, include_diverged=not drop_diverged,
-                     converged_only=drop_nonconverged, min_train_acc=min_train_acc)
+                     converged_only=drop_nonconverged, min_train_acc=min_train_acc, drop_undecided=drop_undecided)
     for line in notes(corr):
         log(line)
     write_tables(corr, out)

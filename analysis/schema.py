@@ -7,6 +7,9 @@ One row per trained model. Columns (spec §5):
 - ``measure.<name>`` float complexity measures;
 - ``is.<flag>``      booleans (``is.converged``, ``is.diverged``, ``is.failed``); a missing
   ``is.converged`` (no stopping target under ``train.stop=epochs``) is NA, not False;
+- ``undecided.<name>`` true where measure ``<name>``'s own search did not decide its value
+  (its diagnostics say ``converged: false``: a PAC-Bayes σ search whose accuracy drop at σ
+  is not known to lie within its tolerance); only for measures that run such a search;
 - ``status``, ``diverged_reason`` text from ``metrics.json``;
 - ``run_id``, ``run_dir`` (strings, informative only).
 
@@ -27,6 +30,7 @@ HP = "hp."
 GEN = "gen."
 MEASURE = "measure."
 IS = "is."
+UNDECIDED = "undecided."
 SEED = "hp.seed"
 DEFAULT_GAP = "gen.gap_acc"
 

@@ -123,7 +123,7 @@ def _rows(df: pd.DataFrame, measure: str, values: list[str] | None, defaults: di
 def sensitivity(df: pd.DataFrame, measure: str = "srr", gaps=GAPS, values: list[str] | None = None,
                 n_boot: int = 200, seed: int = 0, level: float = 0.95, include_diverged: bool = False,
                 converged_only: bool = False, min_train_acc: float | None = None,
-                defaults: dict | None = None, against=()) -> pd.DataFrame:
+                defaults: dict | None = None, against=(), drop_undecided: bool = False) -> pd.DataFrame:
     """τ and Ψ (with seed-bootstrap intervals) of every specification of ``measure`` against
     every gap in ``gaps``; one row per (gap, specification), sorted by gap then τ (descending).
 
@@ -133,6 +133,7 @@ def sensitivity(df: pd.DataFrame, measure: str = "srr", gaps=GAPS, values: list[
     ``keys`` (the setting columns), ``notes`` ({gap: lines on what was left out}),
     ``n_models`` ({gap: runs used}), ``n_boot``, ``level``, ``against`` ({gap: {measure:
     its n, τ, Ψ and intervals at its defaults}}, for each measure named in ``against``).
+    The filters, ``drop_undecided`` among them, are :func:`analysis.correlate.correlate`'s.
     """
     against = [a for a in dict.fromkeys(against) if a]
     missing = [a for a in against if MEASURE + a not in df.columns]
@@ -147,7 +148,8 @@ def sensitivity(df: pd.DataFrame, measure: str = "srr", gaps=GAPS, values: list[
         columns = list(dict.fromkeys([*specs["column"], *(MEASURE + a for a in against)]))
         corr = correlate(df, gap=gap, measures=columns, n_boot=n_boot, seed=seed, level=level,
                          cmi=False, sign_error=False, include_diverged=include_diverged,
-                         converged_only=converged_only, min_train_acc=min_train_acc)
+                         converged_only=converged_only, min_train_acc=min_train_acc,
+                         drop_undecided=drop_undecided)
         stats = corr.reindex(columns=["measure", *STATS])
         others[gap] = {a: stats.set_index("measure").loc[a].to_dict() for a in against}
         part = specs.merge(stats, left_on="spec", right_on="measure", how="left").drop(columns="measure")

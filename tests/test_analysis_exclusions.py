@@ -161,6 +161,56 @@ def test_collect_reads_infinities_reasons_and_unfinished_runs(tmp_path):
     assert len(collect(tmp_path, log=lambda m: None)) == 2  # by default only finished runs are rows
 
 
+def undecided_table() -> pd.DataFrame:
+    """Six runs, lr ∈ {1, 2, 3} × 2 seeds, gap increasing with the row. ``p`` (a PAC-Bayes-like
+    measure with a σ search) is x = (1, 3, 2, 4, 6, 5): 15 pairs, two discordant (rows 1-2 and
+    4-5), τ = 11/15. Its search left rows 1 and 4 undecided; without them x = (1, 2, 4, 5) is in
+    the gap's order, τ = 1. ``p.sigma`` is the same measure's diagnostic value; ``p2`` has no search."""
+    return pd.DataFrame({
+        "hp.lr": [1, 1, 2, 2, 3, 3], "hp.seed": [0, 1, 0, 1, 0, 1], "status": ["done"] * 6,
+        "gen.gap_acc": [0.10, 0.12, 0.20, 0.25, 0.30, 0.35],
+        "measure.p": [1.0, 3.0, 2.0, 4.0, 6.0, 5.0], "measure.p.sigma": [1.0, 3.0, 2.0, 4.0, 6.0, 5.0],
+        "measure.p2": [1.0, 3.0, 2.0, 4.0, 6.0, 5.0],
+        "undecided.p": [False, True, False, False, True, False],
+    })
+
+
+def test_undecided_values_are_counted_and_left_out_only_when_asked_hand_checked():
+    kept = correlate(undecided_table(), hoeffding=False)
+    for name in ("p", "p.sigma", "p2"):
+        assert (row(kept, name)["n"], row(kept, name)["tau"], row(kept, name)["flags"]) == (6, pytest.approx(11 / 15), "")
+    assert (row(kept, "p")["n_undecided"], row(kept, "p.sigma")["n_undecided"], row(kept, "p2")["n_undecided"]) == (2, 2, 0)
+    assert notes(kept) == ["All 6 runs of the table are used.",
+                           "Values their measure's search left undecided (diagnostics `converged: false`), "
+                           "used as they are (`--drop-undecided` leaves them out):", "- `p`: 2 of 6", "- `p.sigma`: 2 of 6"]
+    dropped = correlate(undecided_table(), hoeffding=False, drop_undecided=True)
+    for name in ("p", "p.sigma"):
+        r = row(dropped, name)
+        assert (r["n"], r["n_nan"], r["n_undecided"], r["tau"]) == (4, 0, 2, 1.0)
+        assert r["flags"] == "undecided on 2/6 runs (left out)"
+    assert (row(dropped, "p2")["n"], row(dropped, "p2")["tau"]) == (6, pytest.approx(11 / 15))
+    assert "- `p`: 4 of 6 runs; 2 undecided by its search" in notes(dropped)
+    alone = correlate(undecided_table().iloc[[0, 2, 3, 5]], hoeffding=False, measures=["p"])
+    for k in ("tau", "Psi", "cmi", "sign_error_mean"):
+        assert row(dropped, "p")[k] == pytest.approx(alone[k].iloc[0]), k
+
+
+def test_undecided_values_are_collected_from_diagnostics_and_dropped_from_the_cli(tmp_path, capsys):
+    for i, (lr, seed) in enumerate([(1, 0), (1, 1), (2, 0), (2, 1), (3, 0), (3, 1)]):
+        diag = {"p": {"converged": i not in (1, 4), "sigma": 0.1}, "p2": {"n_images": 64}, "p[q=1]": {"converged": True}}
+        make_run_dir(tmp_path / "sweep", f"r{i}", {"lr": lr, "seed": seed},
+                     {"status": "done", "converged": True, "gap_acc": 0.1 + 0.05 * i},
+                     {"values": {"p": [1, 3, 2, 4, 6, 5][i], "p[q=1]": i, "p2": i}, "diagnostics": diag})
+    df = collect(tmp_path / "sweep", log=lambda m: None)
+    assert df["undecided.p"].tolist() == [False, True, False, False, True, False]
+    assert not df["undecided.p[q=1]"].any() and "undecided.p2" not in df.columns
+    df.to_csv(tmp_path / "t.csv", index=False)  # the flag survives a CSV round trip
+    assert main(["correlate", str(tmp_path / "t.csv"), "--out", str(tmp_path / "c"), "--drop-undecided"]) == 0
+    assert "- `p`: 4 of 6 runs; 2 undecided by its search" in capsys.readouterr().err
+    md = (tmp_path / "c" / "correlations.md").read_text()
+    assert "| p[q=1] | 6 |" in md and "| p | 4 |" in md and "undecided on 2/6 runs (left out)" in md
+
+
 @pytest.fixture()
 def hostile_csv(tmp_path):
     """A synthetic grid with a diverged run (finite blow-up), a failed one, NaN and ±inf values."""
