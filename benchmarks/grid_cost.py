@@ -13,7 +13,8 @@ measures.json, history.csv, config.yaml) and prints, per model and for the grid:
   between the first run's start (its config.yaml) and the last one's end;
 - the gated check (``train.eval_train_every_epoch=false``): :func:`srr_bench.train.replay_gate`
   replays it on every run that evaluated each epoch and counts the runs whose stopping
-  epoch or CE milestones it would change, the evaluations it would skip and the time saved.
+  epoch or CE milestones it would change, the evaluations it would skip and the time saved
+  (runs with dropout evaluate every epoch under the gate too, see ``srr_bench.train``).
 
     python -m benchmarks.grid_cost /root/srr-grids/converged --jobs 2
     python -m benchmarks.grid_cost results/converged_cifar10_cpu/runs
@@ -31,7 +32,7 @@ import yaml
 
 from srr_bench.config import RunConfig
 from srr_bench.runs import find_runs
-from srr_bench.train import replay_gate
+from srr_bench.train import replay_gate, uses_dropout
 
 STAGES = ("steps", "train_eval", "final_eval", "measures")
 
@@ -54,11 +55,12 @@ def run_cost(run: Path) -> dict | None:
     out = {"run": run.name, "path": run, "epochs": m["epochs"], "converged": m.get("converged"),
            "steps": m["wall_s"] - m["train_eval_wall_s"], "train_eval": m["train_eval_wall_s"],
            "final_eval": m["final_eval_wall_s"], "measures": measured, "train_evals": m["train_evals"]}
-    t = RunConfig.read(cfg).train
+    rc = RunConfig.read(cfg)
+    t = rc.train
     if t.eval_train_every_epoch and (run / "history.csv").exists():
         with open(run / "history.csv") as f:
-            replay = replay_gate(list(csv.DictReader(f)), t)
-        out["gate"] = replay
+            replay = replay_gate(list(csv.DictReader(f)), t, uses_dropout(rc.model))
+        out["gate"], out["dropout"] = replay, uses_dropout(rc.model)
         out["gate_same"] = (replay["stop_epoch"] == (m["epochs"] if m.get("converged") else None)
                             and replay["steps_to"] == {"0.1": m["steps_to_ce_0.1"], "0.01": m["steps_to_ce_0.01"]})
     return out
@@ -110,7 +112,9 @@ def main(argv=None) -> None:
               f"{sum(c['gate']['train_evals'] for c in replayed) / sum(c['train_evals'] for c in replayed):.1%} of the "
               f"evaluations ({skipped} skipped), {saved / whole:.1%} of the grid's time saved; stopping epoch and "
               f"milestones unchanged in {len(replayed) - len(changed)} of {len(replayed)}"
-              + (f" (changed: {', '.join(changed)})" if changed else ""))
+              + (f" (changed: {', '.join(changed)})" if changed else "")
+              + (f"; the gate is off (every epoch evaluated) in the {n} with dropout"
+                 if (n := sum(c["dropout"] for c in replayed)) else ""))
 
 
 if __name__ == "__main__":

@@ -96,6 +96,30 @@ def test_ce_milestones_and_stopping_epoch_do_not_need_every_epoch_evaluated(smal
                       "steps_to": {"0.1": stop[1]["steps_to_ce_0.1"], "0.01": stop[1]["steps_to_ce_0.01"]}}
 
 
+def test_with_dropout_the_gate_is_off_and_every_epoch_is_evaluated(small_cfg, tmp_path):
+    from srr_bench.config import RunConfig
+    from srr_bench.train import evaluate_train_now, replay_gate, uses_dropout
+
+    # A running batch CE far above the target (dropout's thinned networks) opens no gate without
+    # dropout, and evaluation happens anyway with it.
+    t = RunConfig.read(small_cfg("train.stop=ce", "train.target=0.01", "train.eval_train_every_epoch=false")).train
+    left = {"0.1": 5, "0.01": None}
+    assert not evaluate_train_now(t, 0.05, left) and evaluate_train_now(t, 0.05, left, dropout=True)
+    assert (uses_dropout({"dropout": 0.1}), uses_dropout({"emb_dropout": 0.2}), uses_dropout({"dropout": 0.0}),
+            uses_dropout({})) == (True, True, False, False)
+    # End to end: with dropout, the gated run is the every-epoch run (same stop, same evaluations).
+    args = (*SUBSPACES, "model.dropout=0.2", "train.epochs=30", "train.stop=ce", "train.target=0.1", *FAST)
+    runs = [train(small_cfg(*args, f"train.eval_train_every_epoch={flag}"), tmp_path / flag) for flag in ("true", "false")]
+    drop = lambda m: {k: v for k, v in m.items() if not k.endswith("wall_s") and k != "run_id"}  # noqa: E731
+    assert drop(runs[0]) == drop(runs[1]) and runs[1]["train_evals"] == runs[1]["epochs"] + 1
+    import pandas as pd
+
+    every_epoch = pd.read_csv(tmp_path / "true" / "history.csv").to_dict("records")
+    replay = replay_gate(every_epoch, RunConfig.read(small_cfg(*args)).train, dropout=True)
+    assert (replay["stop_epoch"], replay["train_evals"]) == (runs[0]["epochs"] if runs[0]["converged"] else None,
+                                                             runs[0]["train_evals"])
+
+
 # --- item 7: every stage under the run's settings --------------------------------------------
 
 @pytest.mark.skipif(not HAVE_MEASURES, reason="measures package not installed")
