@@ -7,7 +7,9 @@
 # A run directory whose metrics.json (and, with measures on, complete measures.json) exists
 # is never retrained, so `train` continues a grid stopped part-way. To continue it on another
 # machine from this folder alone: copy runs/* into $SWEEP first (they are finished runs kept
-# without their weights, which a relaunch leaves as they are).
+# without their weights, which a relaunch leaves as they are). A trained run whose measures
+# are incomplete (a specification added to the study after it was measured) is measured by
+# the relaunch from its weights, not retrained; a copy without weights cannot be.
 set -eu
 SWEEP=${SWEEP:-/root/srr-grids/converged}
 DEST=${DEST:-results/converged_cifar10_cpu}
@@ -59,6 +61,6 @@ print("| " + " | ".join(t.columns) + " |\n|" + "---|" * len(t.columns))
 for row in t.itertuples(index=False):
     print("| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row) + " |")
 PY
-  $PY -m benchmarks.grid_cost "$SWEEP" --jobs 2 > "$DEST/grid_cost.txt" ;;
+  $PY -m benchmarks.grid_cost "$DEST/runs" --jobs 2 > "$DEST/grid_cost.txt" ;;  # the runs analysed here
 *) echo "usage: $0 train|analyse" >&2; exit 2 ;;
 esac
