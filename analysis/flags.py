@@ -25,9 +25,9 @@ import pandas as pd
 
 MIN_DISTINCT = 3
 REL_SPREAD = 1e-5
-FLAGS_RULE = (f"over the runs used, they are NaN or ±inf (or undecided and left out) on some runs, constant, or nearly constant "
-              f"(fewer than {MIN_DISTINCT} distinct values, or a relative spread (max − min)/max|μ| "
-              f"below {REL_SPREAD:g})")
+FLAGS_RULE = (f"over the runs used, they are NaN or ±inf (or undecided and left out) on some runs, "
+              f"constant, or nearly constant (fewer than {MIN_DISTINCT} distinct values, or a relative "
+              f"spread (max − min)/max|μ| below {REL_SPREAD:g})")
 
 
 def measure_flags(values, min_distinct: int = MIN_DISTINCT, rel_spread: float = REL_SPREAD,

@@ -56,11 +56,11 @@ def run_cost(run: Path) -> dict | None:
            "steps": m["wall_s"] - m["train_eval_wall_s"], "train_eval": m["train_eval_wall_s"],
            "final_eval": m["final_eval_wall_s"], "measures": measured, "train_evals": m["train_evals"]}
     rc = RunConfig.read(cfg)
-    t = rc.train
+    t, dropout = rc.train, uses_dropout(rc.model)
     if t.eval_train_every_epoch and (run / "history.csv").exists():
         with open(run / "history.csv") as f:
-            replay = replay_gate(list(csv.DictReader(f)), t, uses_dropout(rc.model))
-        out["gate"], out["dropout"] = replay, uses_dropout(rc.model)
+            replay = replay_gate(list(csv.DictReader(f)), t, dropout)
+        out["gate"], out["dropout"] = replay, dropout
         out["gate_same"] = (replay["stop_epoch"] == (m["epochs"] if m.get("converged") else None)
                             and replay["steps_to"] == {"0.1": m["steps_to_ce_0.1"], "0.01": m["steps_to_ce_0.01"]})
     return out

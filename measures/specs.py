@@ -23,8 +23,9 @@ the cartesian product (``expand``); ``srr-measure --grid srr.eps=0.05,0.1`` and
 ``measures.compute(..., grid=...)`` use it.
 
 ``STUDY_GRIDS``: the grids of the convention-sensitivity study (issue 11), written down
-once (a measure's specifications are the union of its grids); ``srr-measure --study``, ``study_specs`` and the name ``study:<measure>`` (every
-specification of the measure's study grid, e.g. in an experiment's ``measure.names``) use them. SRR's layer aggregation (mean
+once (a measure's specifications are the union of its grids); ``srr-measure --study``,
+``study_specs`` and the name ``study:<measure>`` (every specification of the measure's
+study grids, e.g. in an experiment's ``measure.names``) use them. SRR's layer aggregation (mean
 over layers, last layer) is **not** a setting: every SRR specification already stores
 both (``<spec>`` = ``<spec>.mean`` and ``<spec>.last``), so it is a choice of column made
 by the analysis (``analysis.sensitivity``), free of cost.
