@@ -6,7 +6,9 @@ A model file (``init.pt``, ``final.pt``) is a plain dict of tensors and primitiv
 
 readable with ``torch.load(path, weights_only=True)`` and rebuilt into its model by
 ``load_model(path)``. Nothing is ever unpickled as code: a file holding Python objects
-other than tensors and containers is refused with the reason.
+other than tensors and containers is refused with the reason. A file saved with pickle
+protocol 4 or 5 (opcodes torch's weights-only reader does not parse) is rewritten to
+protocol 2 without running it, then read by that same reader.
 """
 from __future__ import annotations
 
@@ -57,13 +59,20 @@ def safe_load(path: PathLike) -> Any:
     except pickle.UnpicklingError as e:
         code = refused_globals(path, str(e))
         if code:
-            raise CheckpointError(
-                f"{path}: holds pickled Python code ({', '.join(code)}); refusing to unpickle it "
-                "(only tensors and plain containers are loaded)"
-            ) from None
+            raise _code_error(path, code) from None
+        protocol = pickle_protocol(path)
+        if protocol is not None and protocol >= 4:
+            return _load_protocol4(path, protocol)
         raise CheckpointError(f"{path}: corrupt or not a PyTorch file (cannot be read as tensors)") from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         raise CheckpointError(f"{path}: not a readable PyTorch file ({type(e).__name__}: {str(e)[:200]})") from None
+
+
+def _code_error(path: Path, code: list[str]) -> CheckpointError:
+    return CheckpointError(
+        f"{path}: holds pickled Python code ({', '.join(code)}); refusing to unpickle it "
+        "(only tensors and plain containers are loaded)"
+    )
 
 
 # torch's weights-only refusal of a global, in both wordings: "Unsupported global: GLOBAL
@@ -155,6 +164,125 @@ def _scan_pickle(stream: io.BytesIO, found: set[str]) -> None:
             memo[arg] = recent[-1]
         elif op.stack_after:
             recent.append(None)
+
+
+
+# --- Pickle protocols 4 and 5 -------------------------------------------------------------
+# torch.save(..., pickle_protocol=4) writes opcodes that torch's weights-only unpickler does
+# not parse (FRAME, MEMOIZE, SHORT_BINUNICODE, STACK_GLOBAL), so a file of plain tensors
+# would read as corrupt. Such a file is rewritten, opcode by opcode and without running
+# anything, into the protocol-2 pickle that means the same objects, which torch's
+# weights-only unpickler then loads under its usual allowlist.
+
+
+def pickle_protocol(path: PathLike) -> Optional[int]:
+    """The protocol of a checkpoint's (first) pickle, from its PROTO opcode; None if it has none."""
+    try:
+        blob = _pickle_bytes(Path(path))
+    except Exception:  # a broken zip fails with many error types
+        return None
+    return blob[1] if len(blob) >= 2 and blob[:1] == pickle.PROTO else None
+
+
+def _load_protocol4(path: Path, protocol: int) -> Any:
+    try:
+        blob = _as_protocol2(path)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:  # the allowlist still applies to the rewritten pickle
+        code = sorted(set(_REFUSED_GLOBAL.findall(str(e))))
+        if code:
+            raise _code_error(path, code) from None
+        raise CheckpointError(f"{path}: pickle protocol {protocol} that cannot be read as tensors") from None
+    except Exception as e:  # a pickle that cannot be rewritten or read back fails with many error types
+        raise CheckpointError(
+            f"{path}: pickle protocol {protocol} that cannot be read as tensors ({type(e).__name__}: {str(e)[:160]})"
+        ) from None
+
+
+def _as_protocol2(path: Path) -> bytes:
+    """The checkpoint with every pickle rewritten to protocol 2, same objects (zip or legacy format)."""
+    if zipfile.is_zipfile(path):
+        out = io.BytesIO()
+        with zipfile.ZipFile(path) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as dst:
+            for info in src.infolist():
+                data = src.read(info)
+                if info.filename == "data.pkl" or info.filename.endswith("/data.pkl"):
+                    data = _transcode_pickle(io.BytesIO(data))
+                dst.writestr(info.filename, data)
+        return out.getvalue()
+    # Legacy: magic number, protocol version, sys info, the object, storage keys; then raw storages.
+    stream = io.BytesIO(path.read_bytes())
+    head = b"".join(_transcode_pickle(stream) for _ in range(5))
+    return head + stream.read()
+
+
+_LITERAL_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8"}
+
+
+def _transcode_pickle(stream: io.BytesIO) -> bytes:
+    """One pickle of protocol 4/5 from ``stream`` as protocol 2 (parsed by pickletools, never run).
+
+    FRAME is dropped; strings become BINUNICODE; STACK_GLOBAL becomes GLOBAL of the two
+    strings it pops. A memoized string is kept as a constant (a later BINGET of it writes
+    the string again), so dropping the strings STACK_GLOBAL consumes leaves no memo entry
+    dangling; every other MEMOIZE / BINPUT becomes BINPUT at a renumbered slot. Anything
+    else is copied byte for byte, for torch's unpickler to accept or refuse.
+    """
+    blob = stream.getvalue()
+    ops = list(pickletools.genops(stream))
+    out: list[bytes] = []
+    literal: list[Optional[str]] = []  # per output op: the string it pushes, if it is a string push
+    memo: dict[int, Any] = {}  # input slot -> ("str", s) or ("slot", output slot)
+    slots = 0  # output slots used
+    ends = [pos for _, _, pos in ops[1:]] + [stream.tell()]  # genops gives absolute positions
+
+    def emit(chunk: bytes, s: Optional[str] = None) -> None:
+        out.append(chunk)
+        literal.append(s)
+
+    def remember(slot: int) -> None:
+        nonlocal slots
+        if literal and literal[-1] is not None:
+            memo[slot] = ("str", literal[-1])
+        else:
+            n, slots = slots, slots + 1
+            memo[slot] = ("slot", n)
+            emit(pickle.BINPUT + bytes([n]) if n < 256 else pickle.LONG_BINPUT + n.to_bytes(4, "little"))
+
+    for (op, arg, pos), end in zip(ops, ends):
+        name = op.name
+        if name == "PROTO":
+            emit(pickle.PROTO + b"\x02")
+        elif name == "FRAME":
+            continue
+        elif name in _LITERAL_OPS:
+            emit(_binunicode(arg), arg)
+        elif name == "MEMOIZE":
+            remember(len(memo))
+        elif name in ("BINPUT", "LONG_BINPUT"):
+            remember(arg)
+        elif name in ("BINGET", "LONG_BINGET"):
+            kind, value = memo[arg]
+            if kind == "str":
+                emit(_binunicode(value), value)
+            else:
+                emit(pickle.BINGET + bytes([value]) if value < 256 else pickle.LONG_BINGET + value.to_bytes(4, "little"))
+        elif name == "STACK_GLOBAL":
+            module, attr = literal[-2:] if len(literal) >= 2 else (None, None)
+            if not (isinstance(module, str) and isinstance(attr, str)) or "\n" in module + attr:
+                raise ValueError("STACK_GLOBAL without two one-line string constants before it")
+            del out[-2:], literal[-2:]
+            emit(pickle.GLOBAL + f"{module}\n{attr}\n".encode())
+        else:
+            emit(blob[pos:end])
+    return b"".join(out)
+
+
+def _binunicode(s: str) -> bytes:
+    raw = s.encode("utf-8", "surrogatepass")
+    return pickle.BINUNICODE + len(raw).to_bytes(4, "little") + raw
 
 
 def load_model(path: PathLike, *, heads: Optional[int] = None, **config_overrides: Any) -> TokenClassifier:

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from srr_bench.checkpoints import CheckpointError, load_model, refused_globals, save_model
+from srr_bench.checkpoints import CheckpointError, load_model, pickle_protocol, refused_globals, safe_load, save_model
 from srr_bench.models import MODELS, build_model
 
 SMALL = dict(image_size=16, patch_size=4, channels=3, num_classes=5, dim=32, depth=2, heads=4)
@@ -54,6 +54,37 @@ def test_corrupt_truncated_missing_and_foreign_files(tmp_path):
         with pytest.raises(CheckpointError, match=words) as e:
             load_model(tmp_path / name)
         assert "\n" not in str(e.value)
+
+
+
+@pytest.mark.parametrize("protocol", [4, 5])
+@pytest.mark.parametrize("zipped", [True, False], ids=["zip", "legacy"])
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_pickle_protocols_4_and_5_load_as_the_same_model(tmp_path, protocol, zipped):
+    """torch's weights-only unpickler cannot parse protocol 4's opcodes; such a file of tensors still loads."""
+    m = build_model(dict(SMALL, name="crate_t")).eval()
+    save_model(m, tmp_path / "p2.pt", meta=dict(epoch=3, note="x"))
+    obj = torch.load(tmp_path / "p2.pt", weights_only=True)
+    obj["meta"]["layers"] = {f"l{i}": "x" for i in range(300)}  # > 256 memo slots, one string many times
+    torch.save(obj, tmp_path / "p4.pt", pickle_protocol=protocol, _use_new_zipfile_serialization=zipped)
+    with pytest.raises(Exception, match="operand|protocol"):  # the control: torch alone refuses it
+        torch.load(tmp_path / "p4.pt", weights_only=True)
+    assert pickle_protocol(tmp_path / "p4.pt") == protocol
+    back = safe_load(tmp_path / "p4.pt")
+    assert back["meta"] == obj["meta"] and back["model_config"] == obj["model_config"]
+    assert back["state_dict"].keys() == obj["state_dict"].keys()
+    assert all(torch.equal(back["state_dict"][k], v) for k, v in obj["state_dict"].items())
+    x = torch.randn(2, 3, 16, 16)
+    assert torch.equal(load_model(tmp_path / "p4.pt").eval()(x), m(x))
+
+
+def test_truncated_protocol_4_file_is_one_line(tmp_path):
+    torch.save({"w": torch.zeros(3)}, tmp_path / "p4.pt", pickle_protocol=4, _use_new_zipfile_serialization=False)
+    blob = (tmp_path / "p4.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(blob[:40])
+    with pytest.raises(CheckpointError, match="pickle protocol 4") as e:
+        load_model(tmp_path / "cut.pt")
+    assert "\n" not in str(e.value)
 
 
 def test_state_dict_that_does_not_fit_is_refused(tmp_path):

@@ -174,3 +174,18 @@ def test_checkpoint_with_a_pickled_call_is_refused_as_code(tmp_path, marker, pro
     msg = str(e.value)
     assert "pickled Python code (posix.system)" in msg and str(path) in msg and "\n" not in msg
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("zipped", [True, False], ids=["zip", "legacy"])
+def test_protocol_4_rewrite_is_still_loaded_weights_only(tmp_path, marker, monkeypatch, zipped):
+    """A protocol-4 payload the scan missed is still refused: the rewritten pickle goes through torch's allowlist."""
+    import srr_bench.checkpoints as ckpt
+
+    path = tmp_path / "evil.pt"
+    torch.save({"w": torch.zeros(2), "evil": live_payload(marker)}, path,
+               pickle_protocol=4, _use_new_zipfile_serialization=zipped)
+    monkeypatch.setattr(ckpt, "refused_globals", lambda *a, **k: [])  # the scan sees nothing
+    with pytest.raises(CheckpointError) as e:
+        load_model(path)
+    assert "pickled Python code (posix.system)" in str(e.value) and "\n" not in str(e.value)
+    assert not marker.exists()
