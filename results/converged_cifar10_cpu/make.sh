@@ -44,6 +44,11 @@ PY
     $PY -m analysis.cli correlate "$DEST/results.csv" --gap "gen.$gap" --out "$DEST/decided_$gap" --bootstrap 200 \
       --drop-undecided > "$DEST/decided_$gap.log" 2>&1
   done
+  # The same correlations on the runs that reached train CE 0.01 only (without those that hit the cap).
+  for gap in gap_acc gap_loss; do
+    $PY -m analysis.cli correlate "$DEST/results.csv" --gap "gen.$gap" --out "$DEST/reached_$gap" --bootstrap 200 \
+      --drop-nonconverged > "$DEST/reached_$gap.log" 2>&1
+  done
   for m in srr path_norm path_norm_over_margin sharpness; do  # each against the others' defaults
     against=$(echo srr,path_norm,sharpness | tr , '\n' | grep -vx "$m" | paste -sd,)
     $PY -m analysis.cli sensitivity "$DEST/results.csv" --measure "$m" --against "$against" \
