@@ -65,7 +65,12 @@ def safe_load(path: PathLike) -> Any:
             return _load_protocol4(path, protocol)
         raise CheckpointError(f"{path}: corrupt or not a PyTorch file (cannot be read as tensors)") from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise CheckpointError(f"{path}: not a readable PyTorch file ({type(e).__name__}: {str(e)[:200]})") from None
+        raise CheckpointError(f"{path}: not a readable PyTorch file ({_brief(e, 200)})") from None
+
+
+def _brief(e: Exception, limit: int) -> str:
+    """An exception as the tail of a one-line message (torch's messages span several lines)."""
+    return f"{type(e).__name__}: {' '.join(str(e).split())[:limit]}"
 
 
 def _code_error(path: Path, code: list[str]) -> CheckpointError:
@@ -197,7 +202,7 @@ def _load_protocol4(path: Path, protocol: int) -> Any:
         raise CheckpointError(f"{path}: pickle protocol {protocol} that cannot be read as tensors") from None
     except Exception as e:  # a pickle that cannot be rewritten or read back fails with many error types
         raise CheckpointError(
-            f"{path}: pickle protocol {protocol} that cannot be read as tensors ({type(e).__name__}: {str(e)[:160]})"
+            f"{path}: pickle protocol {protocol} that cannot be read as tensors ({_brief(e, 160)})"
         ) from None
 
 
