@@ -129,11 +129,13 @@ def balanced_subset(y: np.ndarray, n: Optional[int], seed: int) -> np.ndarray:
 
     Classes are taken round-robin, each in a seeded random order, so every class gets
     ⌊n/C⌋ or ⌈n/C⌉ images while it has them, and a smaller subset is contained in a
-    larger one with the same seed.
+    larger one with the same seed. ``n`` must be a whole number in [1, len(y)]
+    (``load_data`` checks it against the split first, naming the setting).
     """
-    if n is None or n >= len(y):
-        if n is not None and n > len(y):
-            raise DataError(f"asked for {n} images but the split has only {len(y)}")
+    problem = _subset_problem(n, len(y), len(np.unique(y)), "n", "split")
+    if problem:
+        raise DataError(problem)
+    if n is None or n == len(y):
         return np.arange(len(y))
     rng = np.random.default_rng(seed)
     per_class = [rng.permutation(np.flatnonzero(y == c)) for c in np.unique(y)]
@@ -145,11 +147,32 @@ def balanced_subset(y: np.ndarray, n: Optional[int], seed: int) -> np.ndarray:
     return np.sort(order[:n])
 
 
+def _subset_problem(n: Any, size: int, classes: int, setting: str, split: str) -> Optional[str]:
+    """Why ``n`` images cannot be drawn class-balanced from a split of ``size`` images in
+    ``classes`` classes (None if they can): n must be a whole number, at most the split
+    (a larger n is refused, not silently cut to the split), and at least one image a class
+    (a smaller n would leave classes out of a split that is meant to be balanced)."""
+    if n is None:
+        return None
+    fix = f"set {setting} to a whole number from {min(classes, size)} to {size}, or null for the whole split"
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        return f"{setting}={n!r} is not a whole number of images; {fix}"
+    if n > size:
+        return f"{setting}={n} but the {split} has only {size} images; {fix}"
+    if n < min(classes, size) or n < 1:
+        return f"{setting}={n} is fewer than the {classes} classes of the {split} (every class needs an image); {fix}"
+    return None
+
+
 def load_data(cfg: DataConfig | dict[str, Any]) -> Dataset:
     """Load a registered data set with its subsets and normalisation (see module docstring)."""
     if not isinstance(cfg, DataConfig):
         cfg = DataConfig(**cfg)
     raw = DATASETS.get(cfg.name)(root=cfg.root, download=cfg.download, **dict(cfg.options))
+    for n, y, split in ((cfg.n_train, raw.train_y, "train"), (cfg.n_test, raw.test_y, "test")):
+        problem = _subset_problem(n, len(y), len(np.unique(y)), f"data.n_{split}", f"{cfg.name} {split} split")
+        if problem:
+            raise DataError(problem)
     tr = balanced_subset(raw.train_y, cfg.n_train, cfg.subset_seed)
     te = balanced_subset(raw.test_y, cfg.n_test, cfg.subset_seed + 1)
     xtr = torch.as_tensor(raw.train_x[tr]).float() / raw.scale
