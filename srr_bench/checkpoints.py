@@ -300,6 +300,7 @@ def load_model(path: PathLike, *, heads: Optional[int] = None, **config_override
     obj = safe_load(path)
     if isinstance(obj, dict) and obj.get("format") == FORMAT:
         cfg = ModelConfig.from_dict({**obj["model_config"], **config_overrides})
+        check_config_fits_tensors(cfg, obj["state_dict"], Path(path))
         model = build_model(cfg)
         _load_state(model, obj["state_dict"], path)
         return model
@@ -307,6 +308,38 @@ def load_model(path: PathLike, *, heads: Optional[int] = None, **config_override
     if sd is not None and any(k.startswith("transformer.layers.") for k in sd):
         return from_reference_state_dict(sd, heads=heads, **config_overrides)
     raise CheckpointError(f"{path}: neither an srr-bench model file ({FORMAT}) nor a reference CRATE state dict")
+
+
+def check_config_fits_tensors(cfg: ModelConfig, state_dict: Any, path: Path) -> None:
+    """Refuse, in one line and before any model is allocated, a config whose model differs from the file's tensors.
+
+    The model is built on torch's ``meta`` device (shapes only, no memory), and every
+    parameter's and buffer's name and shape must be the file's. A real model is then no
+    larger than the tensors already read, so a config declaring ``dim=1000000`` beside
+    small weights costs nothing. A config deeper than the file holds tensors is refused
+    before even the meta build (each layer holds at least one tensor), so that its cost
+    too is bounded by the file.
+    """
+    if not (isinstance(state_dict, dict) and all(isinstance(v, torch.Tensor) for v in state_dict.values())):
+        raise CheckpointError(f"{path}: its state dict is not a mapping of names to tensors")
+    held = {k: tuple(v.shape) for k, v in state_dict.items()}
+    if not isinstance(cfg.depth, int) or cfg.depth > len(held):
+        raise CheckpointError(f"{path}: its model config declares depth={cfg.depth}, more layers than the file "
+                              f"holds tensors ({len(held)}); the config does not describe these weights")
+    try:
+        with torch.device("meta"):
+            implied = {k: tuple(v.shape) for k, v in build_model(cfg).state_dict().items()}
+    except (RuntimeError, TypeError, ValueError, KeyError) as e:
+        raise CheckpointError(f"{path}: its model config does not build a model ({_brief(e, 200)})") from None
+    if implied == held:
+        return
+    missing, extra = sorted(implied.keys() - held.keys()), sorted(held.keys() - implied.keys())
+    wrong = [k for k in sorted(implied.keys() & held.keys()) if implied[k] != held[k]]
+    what = (f"{wrong[0]} is {list(held[wrong[0]])} in the file but {list(implied[wrong[0]])} by the config" if wrong
+            else f"tensors missing from the file: {missing[:3]}" if missing else f"tensors the model lacks: {extra[:3]}")
+    raise CheckpointError(f"{path}: its model config does not fit its tensors ({what}; "
+                          f"{len(wrong)} of different shape, {len(missing)} missing, {len(extra)} extra); "
+                          "the file is damaged or its config was edited")
 
 
 def _load_state(model: TokenClassifier, sd: dict[str, torch.Tensor], where: Any) -> None:
