@@ -3,7 +3,8 @@
 Every measure is a small registered function (``MEASURES``; see ``registry``) taking a
 ``MeasureContext`` and its settings. ``compute`` runs a selection on a run directory (into
 its measures.json), a model or a context; ``srr-measure`` (``measures.cli``) does it from the
-shell. The differentiable SRR pieces (``coding_rate``, ``compression_rate``, ``srr_terms``)
+shell. Installed packages add measures through the ``srr_bench.measures`` entry-point
+group (``measures.plugins``). The differentiable SRR pieces (``coding_rate``, ``compression_rate``, ``srr_terms``)
 are plain functions so that a regulariser can use exactly the measured quantity.
 """
 from .registry import MEASURES, SETTINGS, Measure, MeasureError, MissingInput, Result, measure, settings_group
@@ -15,6 +16,9 @@ from . import srr, output, norms, pathnorm, pacbayes, sharpness, hessian, optimi
 from .api import compute, select  # noqa: E402
 from .pathnorm import path_norm  # noqa: E402
 from .norms import layer_matrices  # noqa: E402
+from .plugins import open_registry  # noqa: E402
+
+open_registry()  # installed packages' measures (entry points), read at the registry's first look-up
 
 __all__ = [
     "MEASURES", "SETTINGS", "Measure", "MeasureContext", "MeasureError", "MissingInput", "Result", "compute",

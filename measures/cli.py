@@ -97,7 +97,8 @@ def list_measures() -> str:
     for name in MEASURES.names():
         m = MEASURES.get(name)
         needs = ",".join(sorted(m.needs)) or "-"
-        lines.append(f"{name:34s} [{m.group}; needs {needs}] {m.summary}")
+        package = f"; from package {MEASURES.origin[name]}" if name in MEASURES.origin else ""  # a plugin's
+        lines.append(f"{name:34s} [{m.group}; needs {needs}{package}] {m.summary}")
     lines.append("\nsettings (--set GROUP.KEY=VALUE, --grid GROUP.KEY=V1,V2; a specification is MEASURE[KEY=VALUE,...]):")
     for group, keys in sorted(SETTINGS.items()):
         if keys:

@@ -9,6 +9,8 @@ the tensors live on, so on a GPU the whole pipeline stays there.
 """
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional
 
@@ -21,8 +23,21 @@ from .core import DataError, RawData
 
 DATASETS: Registry[Callable[..., RawData]] = Registry("data set")
 
-# Registration happens in these modules (imported for that side effect).
-from . import archives, builtin, imagefolder  # noqa: E402,F401  isort:skip
+
+def _import_loaders() -> None:
+    """Import every module of this package: each registers its loaders with ``@DATASETS.register``.
+
+    So a new data set is one module here (plus its ``sweeps/conf/data/<name>.yaml``), with no
+    list to edit; modules are imported in name order.
+    """
+    for mod in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{mod.name}")
+
+
+_import_loaders()
+# Installed packages add data sets through this entry-point group (``srr_bench.registry``), with
+# ``@DATASETS.register(name)``; read at the first look-up.
+DATASETS.open_to("srr_bench.datasets")
 
 
 @dataclass

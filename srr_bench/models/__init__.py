@@ -1,4 +1,9 @@
-"""Model registry: ``build_model(ModelConfig(name=...))`` for every registered name."""
+"""Model registry: ``build_model(ModelConfig(name=...))`` for every registered name.
+
+A CRATE variant is one MSSA output operator registered in ``crate.py`` (``OUTPUT_OPERATORS``)
+plus its ``sweeps/conf/model/<name>.yaml``; every registered operator is a model here, and the
+registry-wide tests (tests/test_models.py, test_measures_*.py) cover it without being edited.
+"""
 from __future__ import annotations
 
 from typing import Any, Callable, Union
@@ -15,6 +20,27 @@ MODELS: Registry[Callable[[ModelConfig], TokenClassifier]] = Registry("model")
 for _variant in OUTPUT_OPERATORS.names():
     MODELS.register(_variant)(CRATE)
 MODELS.register("vit")(ViT)
+# Installed packages add models through this entry-point group (``srr_bench.registry``), read at
+# the first look-up; a CRATE variant registers with ``crate_variant``, another model with
+# ``MODELS.register(name)(builder)``. A failing plugin is rolled back in both registries.
+MODELS.open_to("srr_bench.models", companions=(OUTPUT_OPERATORS,))
+
+
+def crate_variant(name: str) -> Callable[[type], type]:
+    """Register an MSSA output operator class as CRATE variant ``name`` (the operator and the model).
+
+    The class is built as ``cls(cfg: ModelConfig)`` and called as ``op(out, W)`` with ``out``
+    the concatenated head outputs (B, N, Kp) and W = qkv.weight (Kp, d); it returns (B, N, d)
+    and sets ``project_out`` (True only after a learned projection: it decides the output
+    dropout). See ``crate.py`` for the built-in ones.
+    """
+
+    def deco(cls: type) -> type:
+        OUTPUT_OPERATORS.register(name)(cls)
+        MODELS.register(name)(CRATE)
+        return cls
+
+    return deco
 
 
 def build_model(cfg: Union[ModelConfig, dict[str, Any]], **overrides: Any) -> TokenClassifier:
@@ -29,8 +55,9 @@ def placement_changes_function(cfg: dict[str, Any]) -> bool:
     """Whether ``model.dropout_placement`` changes this model's training: dropout > 0 on a CRATE
     variant whose MSSA output operator has no learned projection (``project_out`` false), where
     ``reference`` has no output dropout and ``every_output`` has one. Elsewhere both are the same."""
-    if float(cfg.get("dropout") or 0.0) <= 0.0 or cfg.get("name") not in OUTPUT_OPERATORS.names():
-        return False
+    name = cfg.get("name")
+    if float(cfg.get("dropout") or 0.0) <= 0.0 or name not in MODELS or name not in OUTPUT_OPERATORS:
+        return False  # (looking in MODELS first loads the plugins' variants)
     mc = ModelConfig.from_dict({k: v for k, v in cfg.items() if k in ModelConfig.__dataclass_fields__})
     return not OUTPUT_OPERATORS.get(mc.name)(mc).project_out
 
@@ -40,6 +67,6 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
 
 
 __all__ = [
-    "MODELS", "ModelConfig", "build_model", "count_parameters", "placement_changes_function", "Intermediates", "REPRESENTATIONS",
+    "MODELS", "ModelConfig", "build_model", "crate_variant", "count_parameters", "placement_changes_function", "Intermediates", "REPRESENTATIONS",
     "TokenClassifier", "CRATE", "ViT",
 ]
