@@ -19,8 +19,9 @@ contains ``metrics.json``. Per run directory:
   also gives ``undecided.<name>`` (not converged);
 - ``run_dir``: the path of the run directory.
 
-A run directory without ``metrics.json`` (``config.yaml``, ``hparams.json``, ``checkpoint.pt``
-or ``failure.json`` only) is counted in the log; with ``unfinished=True`` it becomes a row
+A run directory without ``metrics.json`` (``config.yaml``, ``hparams.json``, a checkpoint
+or ``failure.json`` only) is counted in the log; a run whose metrics.json, measures.json or
+hparams.json is unreadable or of the wrong shape is left out, one log line naming the file; with ``unfinished=True`` it becomes a row
 with ``status`` 'failed' (``failure.json``) or 'unfinished' and no results, so that the
 analysis can count it among the runs it leaves out.
 
@@ -46,27 +47,21 @@ import pandas as pd
 from analysis.exclusions import is_diverged
 from analysis.schema import GEN, HP, IS, MEASURE, SEED, UNDECIDED, AnalysisError, flag
 
-METRICS, HPARAMS, MEASURES, HISTORY = "metrics.json", "hparams.json", "measures.json", "history.csv"
+from srr_bench.io import RunFileError
+from srr_bench.rundir import FAILURE, HISTORY, HPARAMS, MEASURES, METRICS, RunDir, find_runs
+
 # A specification's value: <measure>[<key>=<value>,...] then optionally .<suffix> (measures.specs).
 SPEC_COLUMN = re.compile(r"(?P<measure>[^\[\]=,\s]+)\[(?P<body>[^\[\]]*)\](?:\.(?P<suffix>.+))?")
-FAILURE = "failure.json"
-STARTED = ("config.yaml", HPARAMS, "checkpoint.pt", FAILURE)  # a run directory before metrics.json
 TEXT_METRICS = ("status", "diverged_reason")
 
 
 def find_run_dirs(root: str | os.PathLike, finished: bool = True) -> list[Path]:
-    """Directories under ``root`` (itself included) that contain ``metrics.json``, sorted;
-    with ``finished=False`` those that hold a run's files but no ``metrics.json`` instead."""
+    """Run directories under ``root`` (itself included; ``srr_bench.rundir.find_runs``) that
+    contain ``metrics.json``, sorted; with ``finished=False`` those without it instead."""
     root = Path(root)
     if not root.is_dir():
         raise AnalysisError(f"sweep directory not found: {root}")
-    found = []
-    for d, _, files in os.walk(root, followlinks=False):
-        if ".hydra" in Path(d).parts:
-            continue
-        if (METRICS in files) if finished else (METRICS not in files and any(f in files for f in STARTED)):
-            found.append(Path(d))
-    return sorted(found)
+    return find_runs(root, finished=finished)
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -82,22 +77,16 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def _read_json(path: Path) -> dict:
-    with open(path) as f:
-        data = json.load(f)
-    if not isinstance(data, dict):
-        raise ValueError("not a JSON object")
-    return data
-
-
 def read_run(run_dir: str | os.PathLike) -> dict:
-    """One row of the tidy table from a run directory (raises on unreadable JSON)."""
-    run_dir = Path(run_dir)
+    """One row of the tidy table from a run directory; a run file that is unreadable or of the
+    wrong shape raises ``RunFileError`` naming it (``srr_bench.rundir``: the one reader)."""
+    rd = RunDir(run_dir)
+    run_dir = rd.path
     row: dict = {"run_id": run_dir.name, "run_dir": str(run_dir)}
-    if (run_dir / HPARAMS).exists():
-        for k, v in _flatten(_read_json(run_dir / HPARAMS)).items():
+    if rd.has(HPARAMS):
+        for k, v in _flatten(rd.read_hparams()).items():
             row[HP + k] = v
-    metrics = _read_json(run_dir / METRICS)
+    metrics = rd.read_metrics()
     for k in TEXT_METRICS:
         row[k] = None if metrics.get(k) is None else str(metrics[k])
     status = row["status"]
@@ -114,8 +103,8 @@ def read_run(run_dir: str | os.PathLike) -> dict:
             row[IS + k] = v
         elif v is None or isinstance(v, (int, float)):
             row[GEN + k] = np.nan if v is None else float(v)
-    if (run_dir / MEASURES).exists():
-        stored = _read_json(run_dir / MEASURES)
+    if rd.has(MEASURES):
+        stored = rd.read_measures()
         for k, v in (stored.get("values") or {}).items():
             row[MEASURE + k] = _measure_value(v)
         diagnostics = stored.get("diagnostics")
@@ -173,8 +162,8 @@ def unfinished_row(run_dir: str | os.PathLike) -> dict:
     row: dict = {"run_id": run_dir.name, "run_dir": str(run_dir), "status": "failed" if failed else "unfinished",
                  IS + "diverged": False, IS + "failed": failed, IS + "converged": None}
     try:
-        row.update({HP + k: v for k, v in _flatten(_read_json(run_dir / HPARAMS)).items()})
-    except (OSError, ValueError):
+        row.update({HP + k: v for k, v in _flatten(RunDir(run_dir).read_hparams()).items()})
+    except RunFileError:
         pass  # no hyperparameters: the row still counts the run
     return row
 
@@ -214,11 +203,12 @@ def collect_runs(sweep_dirs: Iterable[str | os.PathLike], log: Callable[[str], N
     for d in dirs:
         try:
             rows.append(read_run(d))
-        except (OSError, ValueError) as e:  # JSONDecodeError is a ValueError
+        except RunFileError as e:  # names the file and the fix
             bad += 1
-            warnings.warn(f"skipped unreadable run directory {d}: {e}")
+            log(f"collect: left out {d}: {' '.join(str(e).split())}")
+            warnings.warn(f"left out unreadable run directory {d}: {e}")
     if bad:
-        log(f"collect: skipped {_plural(bad, 'unreadable run directory', 'unreadable run directories')}")
+        log(f"collect: left out {_plural(bad, 'unreadable run directory', 'unreadable run directories')}")
     if not rows:
         raise AnalysisError("no readable run directory found")
     started = _dirs(sweep_dirs, finished=False)

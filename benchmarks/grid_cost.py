@@ -23,15 +23,13 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import statistics
 import sys
 from pathlib import Path
 
-import yaml
-
 from srr_bench.config import RunConfig
-from srr_bench.runs import find_runs
+from srr_bench.io import RunFileError
+from srr_bench.rundir import CONFIG, HISTORY, MEASURES, METRICS, RunDir, find_runs
 from srr_bench.train import replay_gate, uses_dropout
 
 STAGES = ("steps", "train_eval", "final_eval", "measures")
@@ -40,14 +38,18 @@ STAGES = ("steps", "train_eval", "final_eval", "measures")
 def run_cost(run: Path) -> dict | None:
     """One finished run's stage times (s) and gate replay; None when it is not finished (not
     yet measured, where its config measures) or predates the time split."""
+    rd = RunDir(run)
+    if not rd.has(METRICS):
+        return None  # not finished
     try:
-        m = json.loads((run / "metrics.json").read_text())
-    except (OSError, ValueError):
+        m = rd.read_metrics()
+        if m.get("status") != "done" or m.get("train_eval_wall_s") is None:
+            return None
+        cfg = rd.read_config()
+        measures = rd.read_measures() if rd.has(MEASURES) else None
+    except RunFileError as e:  # unfinished or damaged: left out, named
+        print(f"grid_cost: left out {' '.join(str(e).split())}", file=sys.stderr)
         return None
-    if m.get("status") != "done" or m.get("train_eval_wall_s") is None:
-        return None
-    cfg = yaml.safe_load((run / "config.yaml").read_text())
-    measures = json.loads((run / "measures.json").read_text()) if (run / "measures.json").exists() else None
     if measures is None and (cfg.get("measure") or {}).get("enabled"):
         return None  # trained, not yet measured
     measured = sum(float(d.get("wall_s", 0.0)) for d in (measures or {}).get("diagnostics", {}).values()
@@ -57,8 +59,8 @@ def run_cost(run: Path) -> dict | None:
            "final_eval": m["final_eval_wall_s"], "measures": measured, "train_evals": m["train_evals"]}
     rc = RunConfig.read(cfg)
     t, dropout = rc.train, uses_dropout(rc.model)
-    if t.eval_train_every_epoch and (run / "history.csv").exists():
-        with open(run / "history.csv") as f:
+    if t.eval_train_every_epoch and rd.history_problem(m) is None:
+        with open(rd / HISTORY, newline="") as f:
             replay = replay_gate(list(csv.DictReader(f)), t, dropout)
         out["gate"], out["dropout"] = replay, dropout
         out["gate_same"] = (replay["stop_epoch"] == (m["epochs"] if m.get("converged") else None)
@@ -69,11 +71,11 @@ def run_cost(run: Path) -> dict | None:
 def wall_clock_rate(runs: list[Path]) -> float | None:
     """Finished models per hour between the first config.yaml and the last measures.json
     (or metrics.json) of the runs, for a sweep still on disk; None for a committed copy (no
-    run has init.pt). Runs trained in several sessions make it an underestimate."""
-    if not any((r / "init.pt").exists() for r in runs):
+    run has its init weights). Runs trained in several sessions make it an underestimate."""
+    if not any(RunDir(r).weights("init").exists() for r in runs):
         return None
-    starts = [(r / "config.yaml").stat().st_mtime for r in runs]
-    ends = [max((r / n).stat().st_mtime for n in ("metrics.json", "measures.json") if (r / n).exists()) for r in runs]
+    starts = [(r / CONFIG).stat().st_mtime for r in runs]
+    ends = [max((r / n).stat().st_mtime for n in (METRICS, MEASURES) if (r / n).exists()) for r in runs]
     span = max(ends) - min(starts)
     return 3600 * len(runs) / span if span > 0 else None
 

@@ -19,7 +19,6 @@ setting).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -111,18 +110,16 @@ def list_measures() -> str:
 
 
 def find_run_dirs(paths: Sequence[str]) -> list[Path]:
-    from srr_bench.runs import find_runs
+    """The run directories the paths name: a run itself, or every run under a sweep (``srr_bench.rundir``)."""
+    from srr_bench.rundir import RunDir, find_runs
 
     runs: list[Path] = []
     for p in map(Path, paths):
-        if (p / "config.yaml").exists():
-            found = [p]
-        elif p.is_dir():
-            found = find_runs(p)
-        else:
+        if not p.is_dir():
             raise MeasureError(f"{p}: no such directory")
+        found = [p] if RunDir(p).is_run() else find_runs(p)
         if not found:
-            raise MeasureError(f"{p}: no run directories found (a run has config.yaml)")
+            raise MeasureError(f"{p}: no run directories found (a run holds config.yaml or metrics.json)")
         runs += [r for r in found if r not in runs]
     return runs
 
@@ -185,6 +182,8 @@ def _measure_runs(runs: list[Path], names: Any, exclude: list[str], settings: di
     from tqdm.auto import tqdm
 
     from srr_bench.checkpoints import CheckpointError
+    from srr_bench.io import RunFileError
+    from srr_bench.rundir import METRICS, RunDir
 
     status = 0
     chosen = {m.name for m in expand(select(names, exclude), grid)}
@@ -192,11 +191,17 @@ def _measure_runs(runs: list[Path], names: Any, exclude: list[str], settings: di
         with run_locked(run) as held:
             if not held:
                 continue
-            metrics = run / "metrics.json"
-            if not metrics.exists():
-                print(f"srr-measure: {run}: skipped, not finished (no metrics.json)", file=sys.stderr)
+            rd = RunDir(run)
+            if not rd.has(METRICS):
+                print(f"srr-measure: {run}: skipped, not finished (no {METRICS})", file=sys.stderr)
                 continue
-            if json.loads(metrics.read_text()).get("status", "done") != "done":
+            try:
+                finished = rd.read_metrics().get("status") == "done"
+            except RunFileError as e:
+                print(f"srr-measure: {e}", file=sys.stderr)
+                status = 1
+                continue
+            if not finished:
                 print(f"srr-measure: {run}: skipped, the run did not finish normally", file=sys.stderr)
                 continue
             try:
@@ -205,6 +210,10 @@ def _measure_runs(runs: list[Path], names: Any, exclude: list[str], settings: di
                               grid=grid)
             except CheckpointError as e:
                 print(f"srr-measure: refused: {e}", file=sys.stderr)
+                status = 1
+                continue
+            except RunFileError as e:  # names the file and the fix itself
+                print(f"srr-measure: {' '.join(str(e).split())}", file=sys.stderr)
                 status = 1
                 continue
             except (OSError, ValueError, MeasureError) as e:

@@ -23,10 +23,11 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from srr_bench.io import jsonable, read_json, write_json
+from srr_bench.rundir import MEASURES_SECTIONS as SECTIONS, measures_shape
 
 from .registry import Result
 
-SECTIONS = ("values", "diagnostics", "failures", "settings")
+MOVE_ASIDE = "move it aside (e.g. to measures.json.corrupt) and measure again"
 
 
 def _float(v: Any) -> float:
@@ -53,17 +54,13 @@ class Store:
 
     @classmethod
     def load(cls, path: Union[str, os.PathLike]) -> "Store":
+        """The store at ``path`` (empty when there is no file); a file that is empty, truncated,
+        garbage, of the wrong shape or a link is ``srr_bench.io.RunFileError`` (a ValueError)
+        naming it and the fix."""
         path = Path(path)
-        if not path.exists():
+        if not os.path.lexists(path):
             return cls(path)
-        try:
-            data = read_json(path)
-        except ValueError as e:  # truncated or edited by hand: name the file and the fix
-            raise ValueError(f"{path}: unreadable ({e}); move it aside (e.g. to measures.json.corrupt) and "
-                             "measure again") from None
-        if not isinstance(data, dict) or not set(data) <= set(SECTIONS):
-            raise ValueError(f"{path}: not a measures.json (sections {sorted(SECTIONS)}); move it aside and measure again")
-        return cls(path, data)
+        return cls(path, read_json(path, measures_shape, MOVE_ASIDE))
 
     def is_current(self, name: str, settings: dict[str, Any]) -> bool:
         return name in self.values and name not in self.failures and self.settings.get(name) == _plain(settings)

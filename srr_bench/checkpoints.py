@@ -1,18 +1,25 @@
-"""Self-describing model files and the reference CRATE's state dicts.
+"""Model files and the resumable training state: safetensors, never a pickle.
 
-A model file (``init.pt``, ``final.pt``) is a plain dict of tensors and primitives,
+The suite writes weights (``init.safetensors``, ``final.safetensors``) as safetensors: plain
+tensors, with the model config and a note as JSON in the file's metadata::
 
-    {"format": "srr-bench/model/1", "model_config": {...}, "state_dict": {...}, "meta": {...}}
+    {"format": "srr-bench/model/2", "model_config": "{...}", "meta": "{...}"}
 
-readable with ``torch.load(path, weights_only=True)`` and rebuilt into its model by
-``load_model(path)``. Nothing is ever unpickled as code: a file holding Python objects
-other than tensors and containers is refused with the reason. A file saved with pickle
-protocol 4 or 5 (opcodes torch's weights-only reader does not parse) is rewritten to
-protocol 2 without running it, then read by that same reader.
+so a file rebuilds its model alone (``load_model``) and loading never runs anything. The
+resumable state (``checkpoint.safetensors``) is the same kind of file: the model's and the
+optimizer's tensors and the RNG states as tensors, and the rest (optimizer hyperparameters,
+counters, history rows) as JSON in the metadata.
+
+Foreign files and runs written before (``init.pt``, ``final.pt``, ``checkpoint.pt``, a released
+CRATE ``.pth``) load only through torch's weights-only reader; a file holding Python objects
+other than tensors and containers is refused, naming them. Files saved with pickle protocol 4
+or 5 (not torch's default; opcodes the weights-only reader does not parse) are refused in one
+line saying how to re-save them: the suite no longer rewrites them, since it writes no pickle.
 """
 from __future__ import annotations
 
 import io
+import json
 import math
 import os
 import pickle
@@ -28,8 +35,10 @@ import torch
 
 from .io import atomic_write
 from .models import ModelConfig, TokenClassifier, build_model
+from .rundir import MODEL_FORMAT, STATE_FORMAT, safetensors_metadata
 
-FORMAT = "srr-bench/model/1"
+FORMAT_PT = "srr-bench/model/1"  # the pickled model files of runs written before safetensors
+FORMAT = MODEL_FORMAT
 PathLike = Union[str, os.PathLike]
 
 
@@ -38,9 +47,100 @@ class CheckpointError(ValueError):
 
 
 def save_model(model: TokenClassifier, path: PathLike, meta: Optional[dict[str, Any]] = None) -> None:
-    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    obj = {"format": FORMAT, "model_config": model.config.to_dict(), "state_dict": state, "meta": meta or {}}
-    atomic_write(path, lambda f: torch.save(obj, f))
+    """The model's weights as safetensors, its config and ``meta`` as JSON in the metadata."""
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    _write_safetensors(path, tensors, format=MODEL_FORMAT, model_config=model.config.to_dict(), meta=meta or {})
+
+
+def _write_safetensors(path: PathLike, tensors: dict[str, torch.Tensor], **metadata: Any) -> None:
+    from safetensors.torch import save
+
+    text = {k: v if isinstance(v, str) else json.dumps(v, allow_nan=True) for k, v in metadata.items()}
+    blob = save(tensors, metadata=text)
+    atomic_write(path, lambda f: f.write(blob))
+
+
+def is_safetensors(path: PathLike) -> bool:
+    """A safetensors file by its bytes (an 8-byte header length, then the JSON header's ``{``)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+    except OSError:
+        return False
+    return len(head) == 9 and head[8:9] == b"{"
+
+
+def read_safetensors(path: PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, metadata) of a safetensors file; one-line ``CheckpointError`` when it is not a whole one."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if path.is_symlink():
+        raise CheckpointError(f"{path}: a symbolic link; give the file itself")
+    meta, problem = safetensors_metadata(path)
+    if problem:
+        raise CheckpointError(f"{path}: {problem}")
+    try:
+        return load_file(str(path)), meta
+    except Exception as e:  # the rust reader fails with its own error types
+        raise CheckpointError(f"{path}: not a readable safetensors file ({_brief(e, 160)})") from None
+
+
+def _json_meta(meta: dict[str, str], key: str, path: Path) -> Any:
+    try:
+        return json.loads(meta[key])
+    except (KeyError, ValueError):
+        raise CheckpointError(f"{path}: its metadata has no readable {key!r}") from None
+
+
+# --- the resumable training state -------------------------------------------------------
+
+
+def save_training_state(path: PathLike, model: torch.nn.Module, opt: torch.optim.Optimizer, state: dict[str, Any],
+                        rng: torch.Tensor, cuda_rng: Optional[torch.Tensor] = None) -> None:
+    """Model, optimizer and RNG tensors as safetensors; the training state (JSON: NaN and ±inf
+    kept, floats exact), the optimizer's hyperparameters and non-tensor state in the metadata."""
+    tensors = {f"model/{k}": v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    osd = opt.state_dict()
+    plain: dict[str, dict[str, Any]] = {}
+    for index, values in osd["state"].items():
+        for key, v in values.items():
+            if isinstance(v, torch.Tensor):
+                tensors[f"optim/{index}/{key}"] = v.detach().cpu().contiguous().clone()
+            else:
+                plain.setdefault(str(index), {})[key] = v
+    tensors["rng"] = rng.cpu().clone()
+    if cuda_rng is not None:
+        tensors["cuda_rng"] = cuda_rng.cpu().clone()
+    config = model.config.to_dict() if hasattr(model, "config") else {}
+    _write_safetensors(path, tensors, format=STATE_FORMAT, model_config=config, state=state,
+                       optim=dict(param_groups=osd["param_groups"], state=plain))
+
+
+def load_training_state(path: PathLike) -> dict[str, Any]:
+    """``{"model", "optim", "state", "rng"[, "cuda_rng"]}`` from a resumable state: safetensors, or
+    an older run's ``checkpoint.pt`` through the weights-only reader; one-line ``CheckpointError``."""
+    path = Path(path)
+    if not is_safetensors(path):
+        obj = safe_load(path)
+        if not (isinstance(obj, dict) and {"model", "optim", "state", "rng"} <= set(obj)):
+            raise CheckpointError(f"{path}: not a resumable training state")
+        return obj
+    tensors, meta = read_safetensors(path)
+    if meta.get("format") != STATE_FORMAT:
+        raise CheckpointError(f"{path}: not a resumable training state (format {meta.get('format')!r})")
+    optim = _json_meta(meta, "optim", path)
+    state: dict[int, dict[str, Any]] = {int(i): dict(v) for i, v in optim.get("state", {}).items()}
+    for name, v in tensors.items():
+        if name.startswith("optim/"):
+            _, index, key = name.split("/", 2)
+            state.setdefault(int(index), {})[key] = v
+    out = dict(model={k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")},
+               optim=dict(state=state, param_groups=optim["param_groups"]), state=_json_meta(meta, "state", path),
+               rng=tensors["rng"])
+    if "cuda_rng" in tensors:
+        out["cuda_rng"] = tensors["cuda_rng"]
+    return out
 
 
 def safe_load(path: PathLike) -> Any:
@@ -62,9 +162,11 @@ def safe_load(path: PathLike) -> Any:
             raise _code_error(path, code) from None
         protocol = pickle_protocol(path)
         if protocol is not None and protocol >= 4:
-            return _load_protocol4(path, protocol)
+            raise CheckpointError(
+                f"{path}: pickle protocol {protocol}, which torch's weights-only reader cannot parse; re-save it "
+                "with torch.save's default protocol (2) or as safetensors where it was made") from None
         raise CheckpointError(f"{path}: corrupt or not a PyTorch file (cannot be read as tensors)") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
+    except Exception as e:  # torch (and the safetensors reader it tries on some files) fail with many error types
         raise CheckpointError(f"{path}: not a readable PyTorch file ({_brief(e, 200)})") from None
 
 
@@ -172,14 +274,6 @@ def _scan_pickle(stream: io.BytesIO, found: set[str]) -> None:
 
 
 
-# --- Pickle protocols 4 and 5 -------------------------------------------------------------
-# torch.save(..., pickle_protocol=4) writes opcodes that torch's weights-only unpickler does
-# not parse (FRAME, MEMOIZE, SHORT_BINUNICODE, STACK_GLOBAL), so a file of plain tensors
-# would read as corrupt. Such a file is rewritten, opcode by opcode and without running
-# anything, into the protocol-2 pickle that means the same objects, which torch's
-# weights-only unpickler then loads under its usual allowlist.
-
-
 def pickle_protocol(path: PathLike) -> Optional[int]:
     """The protocol of a checkpoint's (first) pickle, from its PROTO opcode; None if it has none."""
     try:
@@ -189,125 +283,44 @@ def pickle_protocol(path: PathLike) -> Optional[int]:
     return blob[1] if len(blob) >= 2 and blob[:1] == pickle.PROTO else None
 
 
-def _load_protocol4(path: Path, protocol: int) -> Any:
-    try:
-        blob = _as_protocol2(path)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Detected pickle protocol")
-            return torch.load(io.BytesIO(blob), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:  # the allowlist still applies to the rewritten pickle
-        code = sorted(set(_REFUSED_GLOBAL.findall(str(e))))
-        if code:
-            raise _code_error(path, code) from None
-        raise CheckpointError(f"{path}: pickle protocol {protocol} that cannot be read as tensors") from None
-    except Exception as e:  # a pickle that cannot be rewritten or read back fails with many error types
-        raise CheckpointError(
-            f"{path}: pickle protocol {protocol} that cannot be read as tensors ({_brief(e, 160)})"
-        ) from None
-
-
-def _as_protocol2(path: Path) -> bytes:
-    """The checkpoint with every pickle rewritten to protocol 2, same objects (zip or legacy format)."""
-    if zipfile.is_zipfile(path):
-        out = io.BytesIO()
-        with zipfile.ZipFile(path) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as dst:
-            for info in src.infolist():
-                data = src.read(info)
-                if info.filename == "data.pkl" or info.filename.endswith("/data.pkl"):
-                    data = _transcode_pickle(io.BytesIO(data))
-                dst.writestr(info.filename, data)
-        return out.getvalue()
-    # Legacy: magic number, protocol version, sys info, the object, storage keys; then raw storages.
-    stream = io.BytesIO(path.read_bytes())
-    head = b"".join(_transcode_pickle(stream) for _ in range(5))
-    return head + stream.read()
-
-
-_LITERAL_OPS = {"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8"}
-
-
-def _transcode_pickle(stream: io.BytesIO) -> bytes:
-    """One pickle of protocol 4/5 from ``stream`` as protocol 2 (parsed by pickletools, never run).
-
-    FRAME is dropped; strings become BINUNICODE; STACK_GLOBAL becomes GLOBAL of the two
-    strings it pops. A memoized string is kept as a constant (a later BINGET of it writes
-    the string again), so dropping the strings STACK_GLOBAL consumes leaves no memo entry
-    dangling; every other MEMOIZE / BINPUT becomes BINPUT at a renumbered slot. Anything
-    else is copied byte for byte, for torch's unpickler to accept or refuse.
-    """
-    blob = stream.getvalue()
-    ops = list(pickletools.genops(stream))
-    out: list[bytes] = []
-    literal: list[Optional[str]] = []  # per output op: the string it pushes, if it is a string push
-    memo: dict[int, Any] = {}  # input slot -> ("str", s) or ("slot", output slot)
-    slots = 0  # output slots used
-    ends = [pos for _, _, pos in ops[1:]] + [stream.tell()]  # genops gives absolute positions
-
-    def emit(chunk: bytes, s: Optional[str] = None) -> None:
-        out.append(chunk)
-        literal.append(s)
-
-    def remember(slot: int) -> None:
-        nonlocal slots
-        if literal and literal[-1] is not None:
-            memo[slot] = ("str", literal[-1])
-        else:
-            n, slots = slots, slots + 1
-            memo[slot] = ("slot", n)
-            emit(pickle.BINPUT + bytes([n]) if n < 256 else pickle.LONG_BINPUT + n.to_bytes(4, "little"))
-
-    for (op, arg, pos), end in zip(ops, ends):
-        name = op.name
-        if name == "PROTO":
-            emit(pickle.PROTO + b"\x02")
-        elif name == "FRAME":
-            continue
-        elif name in _LITERAL_OPS:
-            emit(_binunicode(arg), arg)
-        elif name == "MEMOIZE":
-            remember(len(memo))
-        elif name in ("BINPUT", "LONG_BINPUT"):
-            remember(arg)
-        elif name in ("BINGET", "LONG_BINGET"):
-            kind, value = memo[arg]
-            if kind == "str":
-                emit(_binunicode(value), value)
-            else:
-                emit(pickle.BINGET + bytes([value]) if value < 256 else pickle.LONG_BINGET + value.to_bytes(4, "little"))
-        elif name == "STACK_GLOBAL":
-            module, attr = literal[-2:] if len(literal) >= 2 else (None, None)
-            if not (isinstance(module, str) and isinstance(attr, str)) or "\n" in module + attr:
-                raise ValueError("STACK_GLOBAL without two one-line string constants before it")
-            del out[-2:], literal[-2:]
-            emit(pickle.GLOBAL + f"{module}\n{attr}\n".encode())
-        else:
-            emit(blob[pos:end])
-    return b"".join(out)
-
-
-def _binunicode(s: str) -> bytes:
-    raw = s.encode("utf-8", "surrogatepass")
-    return pickle.BINUNICODE + len(raw).to_bytes(4, "little") + raw
-
-
 def load_model(path: PathLike, *, heads: Optional[int] = None, **config_overrides: Any) -> TokenClassifier:
-    """Rebuild a model from an srr-bench model file or a reference CRATE state dict.
+    """Rebuild a model from an srr-bench weights file (safetensors, or an older run's ``.pt``) or a
+    reference CRATE state dict (a ``.pth``/``.pt`` through the weights-only reader, or safetensors).
 
     A reference state dict (the official CRATE code's names, optionally DataParallel's
     ``module.`` prefix, optionally inside {"model": ...} or {"state_dict": ...}) becomes
     a ``crate`` model; see ``from_reference_state_dict`` for ``heads``.
     """
-    obj = safe_load(path)
-    if isinstance(obj, dict) and obj.get("format") == FORMAT:
-        cfg = ModelConfig.from_dict({**obj["model_config"], **config_overrides})
-        check_config_fits_tensors(cfg, obj["state_dict"], Path(path))
-        model = build_model(cfg)
-        _load_state(model, obj["state_dict"], path)
-        return model
+    path = Path(path)
+    if is_safetensors(path):
+        tensors, meta = read_safetensors(path)
+        if meta.get("format") == MODEL_FORMAT:
+            return model_from_file(_json_meta(meta, "model_config", path), tensors, path, config_overrides)
+        obj: Any = tensors
+    else:
+        obj = safe_load(path)
+        if isinstance(obj, dict) and obj.get("format") == FORMAT_PT:
+            return model_from_file(obj["model_config"], obj["state_dict"], path, config_overrides)
     sd = _unwrap_state_dict(obj)
     if sd is not None and any(k.startswith("transformer.layers.") for k in sd):
         return from_reference_state_dict(sd, heads=heads, **config_overrides)
     raise CheckpointError(f"{path}: neither an srr-bench model file ({FORMAT}) nor a reference CRATE state dict")
+
+
+def model_from_file(model_config: Any, state_dict: dict[str, torch.Tensor], path: Path,
+                    overrides: Optional[dict[str, Any]] = None) -> TokenClassifier:
+    """The model a file's config describes, holding the file's weights: the one building step of
+    ``load_model`` (checks of the config against the tensors belong before ``build_model``)."""
+    if not isinstance(model_config, dict):
+        raise CheckpointError(f"{path}: its model config is not a mapping")
+    try:
+        cfg = ModelConfig.from_dict({**model_config, **(overrides or {})})
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: model config out of range ({_brief(e, 200)})") from None
+    check_config_fits_tensors(cfg, state_dict, path)
+    model = build_model(cfg)
+    _load_state(model, state_dict, path)
+    return model
 
 
 def check_config_fits_tensors(cfg: ModelConfig, state_dict: Any, path: Path) -> None:

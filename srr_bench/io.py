@@ -1,4 +1,5 @@
-"""Crash-safe file writing: a reader sees the old file or the new one, never half of one."""
+"""Crash-safe file writing (a reader sees the old file or the new one, never half of one),
+and the one JSON reader, with one failure mode (``RunFileError``)."""
 from __future__ import annotations
 
 import csv
@@ -7,7 +8,7 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, IO, Iterable, Mapping, Union
+from typing import Any, Callable, IO, Iterable, Mapping, Optional, Union
 
 PathLike = Union[str, os.PathLike]
 
@@ -54,9 +55,41 @@ def write_json(path: PathLike, obj: Any) -> None:
     atomic_write(path, lambda f: f.write(text.encode()))
 
 
-def read_json(path: PathLike) -> Any:
-    with open(path) as f:
-        return json.load(f)
+class RunFileError(ValueError):
+    """A file that cannot be read as what it should be: one line naming the file, what is
+    wrong with it and the fix. ``problem`` alone (without the path) is kept for repair notes."""
+
+    def __init__(self, path: PathLike, problem: str, fix: str = ""):
+        self.path, self.problem, self.fix = Path(path), problem, fix
+        super().__init__(f"{path}: {problem}" + (f"; {fix}" if fix else ""))
+
+
+def read_json(path: PathLike, shape: Optional[Callable[[Any], Optional[str]]] = None, fix: str = "") -> Any:
+    """A JSON file's content, or a ``RunFileError`` naming the file and ``fix``: the one failure
+    mode for a file that is missing, empty, truncated, not JSON, a symbolic link (never followed:
+    a run file is the file itself), or of the wrong shape (``shape(data)`` returns what is wrong,
+    None when it fits)."""
+    path = Path(path)
+    if path.is_symlink():
+        raise RunFileError(path, "is a symbolic link (a run file is read only as a regular file)", fix)
+    try:
+        blob = path.read_bytes()
+    except FileNotFoundError:
+        raise RunFileError(path, "is missing", fix) from None
+    except OSError as e:
+        raise RunFileError(path, f"cannot be read ({e.strerror or type(e).__name__})", fix) from None
+    if not blob.strip():
+        raise RunFileError(path, "is empty", fix)
+    try:
+        data = json.loads(blob)
+    except json.JSONDecodeError as e:
+        raise RunFileError(path, f"is not valid JSON, truncated or garbage ({e.msg} at line {e.lineno})", fix) from None
+    except UnicodeDecodeError:
+        raise RunFileError(path, "is not valid JSON (not UTF-8 text)", fix) from None
+    problem = shape(data) if shape is not None else None
+    if problem:
+        raise RunFileError(path, f"is valid JSON of the wrong shape ({problem})", fix)
+    return data
 
 
 def write_csv(path: PathLike, rows: Iterable[Mapping[str, Any]]) -> None:

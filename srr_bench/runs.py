@@ -1,18 +1,7 @@
-"""Run directories: identity, layout and loading.
+"""Loading a run: its config, metrics, history, weights and data (``Run``).
 
-One trained model = one directory::
-
-    config.yaml      the resolved config (what rebuilds the run)
-    hparams.json     flat hyperparameters, short names (the analysis' hp.* columns)
-    init.pt          model file at initialisation (srr_bench.checkpoints format)
-    checkpoint.pt    resumable state, rewritten atomically after every epoch
-    history.csv      one row per epoch
-    final.pt         model file at the end of training
-    metrics.json     final metrics; written last, so its presence means "finished"
-    measures.json    complexity measures (written by srr-measure)
-
-A run's identity is a hash of its result-affecting config: paths, device and
-verbosity are left out, so relaunching the same settings finds the same directory.
+The directory's layout, finding runs and reading their files belong to ``srr_bench.rundir``;
+a run's identity to ``srr_bench.identity``.
 """
 from __future__ import annotations
 
@@ -106,33 +95,29 @@ def hparams(cfg: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def find_runs(*roots: PathLike) -> list[Path]:
-    """Every run directory (one that holds config.yaml or metrics.json) under the roots, sorted."""
-    found = set()
-    for root in map(Path, roots):
-        if not root.exists():
-            raise FileNotFoundError(f"{root}: no such directory")
-        for marker in ("metrics.json", "config.yaml"):
-            found.update(p.parent for p in root.rglob(marker) if ".hydra" not in p.parts)
-    return sorted(found)
+from .rundir import CONFIG, METRICS, RunDir, find_runs  # noqa: F401  (find_runs: older callers)
 
 
 @dataclass
 class Run:
-    """A run directory, read lazily."""
+    """A run directory, read lazily (through ``RunDir``: one failure mode, ``RunFileError``)."""
 
     path: Path
+
+    @property
+    def dir(self) -> RunDir:
+        return RunDir(self.path)
 
     @cached_property
     def config(self) -> dict[str, Any]:
         from omegaconf import OmegaConf
 
-        return OmegaConf.to_container(OmegaConf.load(self.path / "config.yaml"), resolve=True)
+        self.dir.read_config()  # a missing or unreadable file is one line naming it
+        return OmegaConf.to_container(OmegaConf.load(self.path / CONFIG), resolve=True)
 
     @property
     def metrics(self) -> Optional[dict[str, Any]]:
-        p = self.path / "metrics.json"
-        return json.loads(p.read_text()) if p.exists() else None
+        return self.dir.read_metrics() if self.dir.has(METRICS) else None
 
     @property
     def done(self) -> bool:
@@ -142,12 +127,15 @@ class Run:
     def history(self):  # pandas.DataFrame
         import pandas as pd
 
-        return pd.read_csv(self.path / "history.csv")
+        from .rundir import HISTORY
+
+        return pd.read_csv(self.path / HISTORY)
 
     def model(self, which: str = "final"):
+        """The ``init`` or ``final`` model (safetensors, or an older run's ``.pt``)."""
         from .checkpoints import load_model
 
-        return load_model(self.path / f"{which}.pt")
+        return load_model(self.dir.weights(which))
 
     def data(self, root: Optional[str] = None):
         """The run's data set (same subsets); ``root`` overrides the recorded data root."""
@@ -158,6 +146,6 @@ class Run:
 
 def load_run(path: PathLike) -> Run:
     path = Path(path)
-    if not (path / "config.yaml").exists():
-        raise FileNotFoundError(f"{path}: not a run directory (no config.yaml)")
+    if not (path / CONFIG).exists():
+        raise FileNotFoundError(f"{path}: not a run directory (no {CONFIG})")
     return Run(path)

@@ -2,7 +2,7 @@
 
 ``train(cfg, run_dir)`` is the whole job: the Hydra entry point only calls it. It reads
 the typed config (``srr_bench.config.RunConfig``: defaults live in the YAML tree, nowhere
-here), is deterministic on CPU for a given seed, resumes from ``checkpoint.pt`` after a
+here), is deterministic on CPU for a given seed, resumes from its checkpoint (``srr_bench.rundir``) after a
 crash (ending with the same metrics as an uninterrupted run), and returns the stored
 metrics of a finished run without touching it.
 
@@ -50,13 +50,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoints import load_model, safe_load, save_model
+from .checkpoints import load_model, load_training_state, save_model, save_training_state
 from .config import RunConfig, TrainConfig
 from .data import Dataset, load_data
-from .io import atomic_write, read_json, write_csv, write_json
+from .io import atomic_write, write_csv, write_json
 from .models import build_model, count_parameters
 from .optim import build_optimizer, learning_rate
 from .regularizer import SRRRegularizer, layer_record
+from .rundir import CHECKPOINT, CONFIG, HISTORY, HPARAMS, LEGACY, METRICS, RunDir
 from .runs import hparams, run_id
 
 CE_MILESTONES = (0.1, 0.01)  # steps to reach these train cross-entropies are recorded
@@ -201,13 +202,13 @@ def write_run_config(cfg: dict[str, Any], run_dir: Path) -> None:
     from omegaconf import OmegaConf
 
     cfg = resolved(cfg)
-    atomic_write(run_dir / "config.yaml", lambda f: f.write(OmegaConf.to_yaml(OmegaConf.create(cfg)).encode()))
-    write_json(run_dir / "hparams.json", hparams(cfg))
+    atomic_write(run_dir / CONFIG, lambda f: f.write(OmegaConf.to_yaml(OmegaConf.create(cfg)).encode()))
+    write_json(run_dir / HPARAMS, hparams(cfg))
 
 
 def _intact(run_dir: Path) -> None:
     """Before writing into the run directory: it must still be the one this run created."""
-    if not (run_dir / "config.yaml").exists():
+    if not (run_dir / CONFIG).exists():
         raise RunDirectoryGone(f"{run_dir}: deleted while training (config.yaml is gone); nothing more is written "
                                "there; relaunch the sweep to train the run again")
 
@@ -215,8 +216,9 @@ def _intact(run_dir: Path) -> None:
 def train(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
     """Train the model described by ``cfg`` into ``run_dir``; returns metrics.json's content."""
     run_dir = Path(run_dir)
-    if (run_dir / "metrics.json").exists():
-        return read_json(run_dir / "metrics.json")  # finished: never retrain
+    rd = RunDir(run_dir)
+    if rd.has(METRICS):
+        return rd.read_metrics()  # finished: never retrain (an unreadable record is a repair's to fix)
     cfg = resolved(cfg)
     run = RunConfig.read(cfg, where=str(run_dir))
     t, o = run.train, run.optim
@@ -242,14 +244,14 @@ def train(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
     warmup = int(round(o.warmup_epochs * steps_per_epoch))
     min_lr = o.lr * o.min_lr_ratio
 
-    ckpt_path = run_dir / "checkpoint.pt"
+    ckpt_path = rd.checkpoint  # an older run's checkpoint.pt is resumed too, and rewritten as safetensors
     if ckpt_path.exists():
         state = _resume(ckpt_path, model, opt, device)
     else:
         state = dict(epoch=0, step=0, history=[], sum_train_loss=0.0, wall_s=0.0, stopped=False,
                      steps_to={str(m): None for m in CE_MILESTONES}, diverged_reason=None,
                      train_evals=0, train_eval_wall_s=0.0)
-        save_model(model, run_dir / "init.pt", meta=dict(run_id=run_id(cfg), epoch=0))
+        save_model(model, rd.weights("init"), meta=dict(run_id=run_id(cfg), epoch=0))
         row = dict(epoch=0, step=0)
         row["train_loss"], row["train_acc"] = _timed_train_eval(model, data, t, state)
         state["init_train_loss"] = row["train_loss"]
@@ -257,7 +259,7 @@ def train(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
             row.update(record())
         state["history"].append(row)
     if state.get("init_train_loss") is None:  # a checkpoint from before the initial loss was kept
-        state["init_train_loss"] = evaluate(load_model(run_dir / "init.pt").to(device), data, "train")[0]
+        state["init_train_loss"] = evaluate(load_model(rd.weights("init")).to(device), data, "train")[0]
 
     t0 = time.perf_counter() - state["wall_s"]
     bar = _progress(t.epochs, state["epoch"], t.progress, run_dir.name)
@@ -314,7 +316,7 @@ def train(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
         bar.update(1)
         if state["epoch"] % t.checkpoint_every == 0 or state["stopped"]:
             _intact(run_dir)
-            _checkpoint(ckpt_path, model, opt, state, device)
+            _checkpoint(rd, model, opt, state, device)
     bar.close()
     _intact(run_dir)
     return _finish(run, run_dir, model, data, state, t0)
@@ -331,7 +333,7 @@ def _step_failure(e: Exception, model: nn.Module, epoch: int) -> Optional[str]:
 
 
 def _resume(path: Path, model: nn.Module, opt: torch.optim.Optimizer, device: torch.device) -> dict[str, Any]:
-    ckpt = safe_load(path)
+    ckpt = load_training_state(path)
     model.load_state_dict(ckpt["model"])
     opt.load_state_dict(ckpt["optim"])
     torch.set_rng_state(ckpt["rng"])
@@ -392,11 +394,12 @@ class _LayerRecording:
         return layer_record(self.model, (self.data.train.x, self.data.train.y), self.settings, self.n_images)
 
 
-def _checkpoint(path: Path, model: nn.Module, opt: torch.optim.Optimizer, state: dict, device: torch.device) -> None:
-    obj = dict(model=model.state_dict(), optim=opt.state_dict(), state=state, rng=torch.get_rng_state())
-    if device.type == "cuda":
-        obj["cuda_rng"] = torch.cuda.get_rng_state(device)
-    atomic_write(path, lambda f: torch.save(obj, f))
+def _checkpoint(rd: RunDir, model: nn.Module, opt: torch.optim.Optimizer, state: dict, device: torch.device) -> None:
+    """The resumable state as safetensors (``srr_bench.checkpoints``); an older run's checkpoint.pt,
+    once resumed, is replaced by it."""
+    cuda_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    save_training_state(rd / CHECKPOINT, model, opt, state, torch.get_rng_state(), cuda_rng)
+    (rd / LEGACY[CHECKPOINT]).unlink(missing_ok=True)
 
 
 def chance_level(labels: torch.Tensor) -> tuple[float, float]:
@@ -421,7 +424,8 @@ def divergence(init_loss: Optional[float], train_loss: float, train_acc: float, 
 
 
 def _finish(run: RunConfig, run_dir: Path, model: nn.Module, data: Dataset, state: dict, t0: float) -> dict[str, Any]:
-    write_csv(run_dir / "history.csv", state["history"])
+    rd = RunDir(run_dir)
+    write_csv(rd / HISTORY, state["history"])
     nan = float("nan")
     reason = state.get("diverged_reason")
     tr_loss = tr_acc = te_loss = te_acc = nan
@@ -429,7 +433,7 @@ def _finish(run: RunConfig, run_dir: Path, model: nn.Module, data: Dataset, stat
     if all(torch.isfinite(p).all() for p in model.parameters()):
         tr_loss, tr_acc = evaluate(model, data, "train", bf16=run.train.bf16)
         te_loss, te_acc = evaluate(model, data, "test", bf16=run.train.bf16)
-        save_model(model, run_dir / "final.pt", meta=dict(run_id=run_id(run.plain), epoch=state["epoch"]))
+        save_model(model, rd.weights("final"), meta=dict(run_id=run_id(run.plain), epoch=state["epoch"]))
     reason = reason or divergence(state.get("init_train_loss"), tr_loss, tr_acc, data.train.y)
     status = "diverged" if reason else "done"
     steps_to = state["steps_to"]
@@ -450,6 +454,6 @@ def _finish(run: RunConfig, run_dir: Path, model: nn.Module, data: Dataset, stat
         "n_train": len(data.train), "n_test": len(data.test), "num_params": count_parameters(model),
         "device": str(next(model.parameters()).device),
     }
-    write_json(run_dir / "metrics.json", metrics)  # last: its presence marks the run finished
-    (run_dir / "checkpoint.pt").unlink(missing_ok=True)
+    write_json(rd / METRICS, metrics)  # last: its presence marks the run finished
+    rd.checkpoint.unlink(missing_ok=True)
     return metrics

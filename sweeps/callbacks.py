@@ -55,6 +55,7 @@ class SweepCallback(Callback):
         write_manifest(sweep_dir, found, list(config.hydra.overrides.task))
         states = Counter(run_state(j.run_dir).state for j in found)
         plan = {"done": "finished", "diverged": "diverged (kept)", "failed": "failed (retried)",
+                "damaged": "damaged (repaired, or named)",
                 "interrupted": "interrupted (resumed)", "running": "running elsewhere (skipped)", "pending": "new"}
         parts = [f"{states[s]} {label}" for s, label in plan.items() if states[s]]
         _say(f"sweep {sweep_dir}: {len(found)} runs: {', '.join(parts)} "

@@ -10,9 +10,9 @@
 3. under the lock: a previous failure.json is removed (the run is retried), temporary
    files of a killed writer are cleared, the config is checked, the run's thread count
    and device are applied (to every stage: a measure-only job runs as its training did),
-   damaged files are repaired (``sweeps.state.damage``: derived files rewritten or
+   damaged files are repaired (``srr_bench.rundir.RunDir.repair``: derived files rewritten or
    recomputed, a run whose record cannot be trusted retrained, each said in one line),
-   and ``train`` starts or resumes from checkpoint.pt;
+   and ``train`` starts or resumes from its checkpoint;
 4. a done run is measured (``measure.names``) when ``measure.enabled`` and the measures
    package is installed; measures already stored are not recomputed.
 
@@ -34,13 +34,11 @@ from typing import Any, Optional
 
 from srr_bench.locking import Lock, claim_gpu, run_lock
 from .schema import validate
-from .state import FAILURE, complete, damage, measure_names, measure_settings, read_json
+from srr_bench.rundir import FILES as RUN_FILES, METRICS, TRAINING_OUTPUTS, RunDir  # noqa: F401
+from .state import FAILURE, complete, measure_names, measure_settings, read_json
 
-# Names of the files a run directory holds; their temporary siblings (".<name>.*.tmp",
-# from srr_bench.io.atomic_write) are left behind only by a killed writer.
-RUN_FILES = ("config.yaml", "hparams.json", "init.pt", "checkpoint.pt", "history.csv", "final.pt", "metrics.json",
-             "measures.json", FAILURE)
-TRAINING_OUTPUTS = ("checkpoint.pt", "history.csv", "final.pt", "metrics.json", "measures.json")
+# The temporary siblings of the run files (".<name>.*.tmp", from srr_bench.io.atomic_write)
+# are left behind only by a killed writer.
 
 
 @dataclass
@@ -112,7 +110,7 @@ def run_job(cfg: dict[str, Any], run_dir: str | os.PathLike, job_num: int = 0) -
             repair(cfg, run_dir)
         except Exception as e:
             return Outcome("failed", run_dir, message=record_failure(run_dir, e, "setup"))
-        metrics = read_json(run_dir / "metrics.json")  # trained before, measures still to do
+        metrics = read_json(run_dir / METRICS)  # trained before, measures still to do
         if metrics is None:
             try:
                 metrics = _train(cfg, run_dir)
@@ -147,46 +145,12 @@ def _apply_settings(cfg: dict[str, Any]) -> Any:
 
 
 def repair(cfg: dict[str, Any], run_dir: Path) -> list[str]:
-    """Under the lock: repair what ``sweeps.state.damage`` finds, one line said per file.
-
-    A run whose record cannot be trusted (metrics.json unreadable, init.pt missing) loses
-    its training outputs and is retrained (an unreadable metrics.json is kept as
-    metrics.json.corrupt); a missing config.yaml / hparams.json is rewritten from the config
-    when the record's run id is this config's (else retrained); a finished run's leftover
-    checkpoint.pt is removed; an unreadable measures.json is kept as measures.json.corrupt
-    and the measures are computed again.
-    """
-    from srr_bench.runs import run_id
-    from srr_bench.train import write_run_config
-
-    found = damage(run_dir)
-    metrics = read_json(run_dir / "metrics.json")
-    foreign = isinstance(metrics, dict) and metrics.get("run_id") not in (None, run_id(cfg))
-    retrain = any(d.fix == "retrain" or (d.fix == "rewrite" and foreign) for d in found)
-    for d in found:
-        say(f"repairing: {d} -> {run_dir}")
-    if retrain:
-        if any(d.file == "metrics.json" for d in found):
-            _set_aside(run_dir, "metrics.json")
-        for name in TRAINING_OUTPUTS:
-            (run_dir / name).unlink(missing_ok=True)
-        return [str(d) for d in found]
-    for d in found:
-        if d.fix == "rewrite":
-            write_run_config(cfg, run_dir)
-        elif d.fix == "remove":
-            (run_dir / d.file).unlink(missing_ok=True)
-        elif d.fix == "remeasure":
-            _set_aside(run_dir, d.file)
-    return [str(d) for d in found]
-
-
-def _set_aside(run_dir: Path, name: str) -> None:
-    os.replace(run_dir / name, run_dir / f"{name}.corrupt")
+    """Under the lock: ``RunDir.repair`` (what ``srr-status`` names as damage, fixed; one line said per file)."""
+    return RunDir(run_dir).repair(cfg, say)
 
 
 def _finished_before(run_dir: Path) -> Outcome:
-    m = read_json(run_dir / "metrics.json") or {}
+    m = read_json(run_dir / METRICS) or {}
     say(" ".join(filter(None, [f"finished before ({m.get('status')}):", _summary(m), f"-> {run_dir}"])))
     return Outcome("finished_before", run_dir, m)
 
@@ -205,8 +169,9 @@ def _clear_stale(run_dir: Path) -> None:
 def _train(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     from srr_bench.train import train
 
-    if (run_dir / "checkpoint.pt").exists():
-        say(f"resuming from checkpoint.pt -> {run_dir}")
+    ckpt = RunDir(run_dir).checkpoint
+    if ckpt.exists():
+        say(f"resuming from {ckpt.name} -> {run_dir}")
     return train(cfg, run_dir)
 
 

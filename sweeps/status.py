@@ -4,8 +4,8 @@
     srr-status multirun/demo --runs     one line per run
     srr-status multirun/demo --json     the same as JSON
 
-States (``sweeps.state``): done, diverged, failed (also: a damaged file, named with what
-a relaunch does), running (lock held), interrupted (started, nobody on it: a relaunch
+States (``sweeps.state``): done, diverged, failed, damaged (a run file missing or
+unreadable, named with what a relaunch does about it), running (lock held), interrupted (started, nobody on it: a relaunch
 resumes it; also a trained run whose measures, asked for in its config.yaml, are
 unfinished) and pending (in the grid, no directory yet; the grid comes from the sweep
 manifest written at launch, else from Hydra's ``multirun.yaml``).
@@ -30,22 +30,17 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
-from .grid import MANIFEST_DIR, read_manifests
-from .state import FAILURE, STATES, RunState, read_json, run_state
+from srr_bench.rundir import MEASURES, find_runs
+
+from .grid import read_manifests
+from .state import STATES, RunState, read_json, run_state
 
 PathLike = Union[str, os.PathLike]
-MARKERS = ("config.yaml", "metrics.json", FAILURE, "checkpoint.pt", ".lock")
-SKIP_DIRS = {".hydra", ".submitit", MANIFEST_DIR}
 
 
 def find_run_dirs(sweep_dir: Path) -> list[Path]:
-    """Directories under ``sweep_dir`` holding a run's files (any depth; Hydra's and submitit's folders skipped)."""
-    found = []
-    for d, subdirs, files in os.walk(sweep_dir):
-        subdirs[:] = [s for s in subdirs if s not in SKIP_DIRS]
-        if any(m in files for m in MARKERS):
-            found.append(Path(d).resolve())
-    return sorted(found)
+    """The run directories under ``sweep_dir`` (``srr_bench.rundir.find_runs``), as absolute paths."""
+    return sorted(d.resolve() for d in find_runs(sweep_dir))
 
 
 def _grid(sweep_dir: Path, enumerate_grid: bool) -> tuple[dict[Path, dict[str, Any]], str]:
@@ -85,7 +80,7 @@ def _mean(values: list[float]) -> Optional[float]:
 
 def measure_seconds(run_dir: Path) -> Optional[float]:
     """Time spent measuring a run: the sum of measures.json's per-measure ``wall_s`` (None without one)."""
-    data = read_json(run_dir / "measures.json")
+    data = read_json(run_dir / MEASURES)
     if not isinstance(data, dict):
         return None
     diags = data.get("diagnostics") or {}
@@ -143,9 +138,9 @@ def format_status(report: dict[str, Any], brief: bool = False, every_run: bool =
         per_run = f"; mean run {_duration(mean)}" if mean is not None else ""
         running = f", {c['running']} running" if c["running"] else ""
         lines.append(f"time left: {_duration(report['time_left_s'])}{per_run}{running}")
-    for state in ("failed", "diverged", "running", "interrupted"):
+    for state in ("failed", "damaged", "diverged", "running", "interrupted"):
         rows = [r for r in report["runs"] if r["state"] == state]
-        if rows and (state in ("failed", "diverged") or not brief):
+        if rows and (state in ("failed", "damaged", "diverged") or not brief):
             lines.append(f"{state}:")
             lines += [f"  {r['run']}: {r['reason']}" for r in rows]
     if every_run:

@@ -5,6 +5,8 @@ import shutil
 import pytest
 import torch
 
+from srr_bench.rundir import FINAL, INIT
+
 from measures import compute
 from measures.cli import main
 
@@ -56,14 +58,15 @@ def test_unknown_measure_or_setting_is_a_one_line_usage_error(run, capsys):
 
 
 def test_untrusted_checkpoint_is_refused_with_one_line(run, capsys):
-    torch.save({"format": "srr-bench/model/1", "payload": torch.nn.Linear(2, 2)}, run / "final.pt")  # pickled code
+    (run / FINAL).unlink()  # an older run's final.pt, holding pickled code
+    torch.save({"format": "srr-bench/model/1", "payload": torch.nn.Linear(2, 2)}, run / "final.pt")
     assert main([str(run), "--measures", "l2", "-q"]) == 1
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "refused" in err and "pickled Python code" in err
 
 
 def test_a_failure_is_recorded_and_reported(run, capsys):
-    (run / "init.pt").write_bytes(b"not a checkpoint")
+    (run / INIT).write_bytes(b"not a checkpoint")
     assert main([str(run), "--measures", "l2_dist,l2", "-q"]) == 1
     out = read(run)
     assert "l2" in out["values"] and out["failures"]["l2_dist"].startswith("CheckpointError: ")

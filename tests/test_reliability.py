@@ -13,6 +13,7 @@ import srr_bench.train as training
 from srr_bench.train import chance_level, divergence, train
 from sweeps import runner
 from sweeps.runner import run_job
+from srr_bench.rundir import CHECKPOINT, FINAL, INIT
 from sweeps.state import complete, damage, run_state
 
 try:
@@ -45,7 +46,7 @@ def test_a_finite_blow_up_is_diverged_with_its_reason_and_metrics(small_cfg, tmp
     assert m["status"] == "diverged" and "above 2x its initial value" in m["diverged_reason"]
     assert m["converged"] is None  # train.stop=epochs has no target
     assert math.isfinite(m["train_loss"]) and m["train_loss"] > 2 * m["init_train_loss"]
-    assert math.isfinite(m["test_acc"]) and (tmp_path / "final.pt").exists()
+    assert math.isfinite(m["test_acc"]) and (tmp_path / FINAL).exists()
     assert m["init_train_loss"] == pytest.approx(math.log(10), rel=0.2)
     assert run_state(tmp_path).reason == m["diverged_reason"]
 
@@ -162,7 +163,7 @@ def test_a_run_directory_deleted_while_training_is_not_recreated_and_is_retraine
     assert not run.exists()  # not recreated half-empty
     monkeypatch.setattr(training, "_checkpoint", real)
     assert run_job(cfg, run).state == "trained"
-    assert {"config.yaml", "hparams.json", "init.pt", "final.pt", "metrics.json"} <= {p.name for p in run.iterdir()}
+    assert {"config.yaml", "hparams.json", INIT, FINAL, "metrics.json"} <= {p.name for p in run.iterdir()}
 
 
 def test_an_incomplete_run_directory_is_named_then_retrained(small_cfg, tmp_path, capsys):
@@ -170,19 +171,19 @@ def test_an_incomplete_run_directory_is_named_then_retrained(small_cfg, tmp_path
     reference = train(cfg, tmp_path / "reference")
     run = tmp_path / "run"
     shutil.copytree(tmp_path / "reference", run)
-    for name in ("config.yaml", "hparams.json", "init.pt"):  # what a deletion during training leaves
+    for name in ("config.yaml", "hparams.json", INIT):  # what a deletion during training leaves
         (run / name).unlink()
     state = run_state(run)
-    assert state.state == "failed" and "init.pt is missing" in state.reason and "trains the run again" in state.reason
+    assert state.state == "damaged" and f"{INIT} is missing" in state.reason and "trains the run again" in state.reason
     assert not complete(run, cfg["measure"])
     out = run_job(cfg, run)
-    assert out.state == "trained" and "repairing: init.pt is missing" in capsys.readouterr().out
+    assert out.state == "trained" and f"repairing: {INIT} is missing" in capsys.readouterr().out
     drop = lambda m: {k: v for k, v in m.items() if not k.endswith("wall_s")}  # noqa: E731
-    assert drop(out.metrics) == drop(reference) and (run / "config.yaml").exists() and (run / "init.pt").exists()
+    assert drop(out.metrics) == drop(reference) and (run / "config.yaml").exists() and (run / INIT).exists()
 
 
 def test_a_finished_run_kept_without_its_weights_stays_finished(small_cfg, tmp_path):
-    # The small files of finished runs, committed without *.pt, carry a study to another
+    # The small files of finished runs, committed without weights, carry a study to another
     # machine or session: a relaunch over them must neither retrain nor touch them.
     cfg = small_cfg("measure.names=[l2]")
     assert run_job(cfg, tmp_path / "full").state == "trained"
@@ -197,15 +198,15 @@ def test_a_finished_run_kept_without_its_weights_stays_finished(small_cfg, tmp_p
     assert {p.name: p.read_bytes() for p in light.iterdir()} == before  # nothing retrained or written
     (light / "measures.json").unlink()  # measures it lacks cannot be computed: said, not hidden
     state = run_state(light, measure_cfg="run")
-    assert state.state == "interrupted" and "final.pt was not kept" in state.reason
+    assert state.state == "interrupted" and f"{FINAL} was not kept" in state.reason
     (light / "config.yaml").unlink()  # no longer a copy: what a deletion during training leaves
-    assert [d.file for d in damage(light)] == ["init.pt", "config.yaml"]
+    assert [d.file for d in damage(light)] == [INIT, FINAL, "config.yaml"]
 
 
 def test_missing_config_files_of_a_finished_run_are_rewritten_not_retrained(small_cfg, tmp_path):
     cfg = small_cfg(*FAST)
     train(cfg, tmp_path)
-    kept = {p: p.stat().st_mtime_ns for p in (tmp_path / "metrics.json", tmp_path / "final.pt")}
+    kept = {p: p.stat().st_mtime_ns for p in (tmp_path / "metrics.json", tmp_path / FINAL)}
     hp = (tmp_path / "hparams.json").read_text()
     (tmp_path / "hparams.json").unlink()
     assert run_job(cfg, tmp_path).state == "trained"
@@ -215,10 +216,10 @@ def test_missing_config_files_of_a_finished_run_are_rewritten_not_retrained(smal
 def test_a_leftover_checkpoint_of_a_finished_run_is_removed(small_cfg, tmp_path):
     cfg = small_cfg(*FAST)
     metrics = train(cfg, tmp_path)
-    (tmp_path / "checkpoint.pt").write_bytes(b"killed between metrics.json and the removal")
-    assert [d.file for d in damage(tmp_path)] == ["checkpoint.pt"] and not complete(tmp_path, cfg["measure"])
+    (tmp_path / CHECKPOINT).write_bytes(b"killed between metrics.json and the removal")
+    assert [d.file for d in damage(tmp_path)] == [CHECKPOINT] and not complete(tmp_path, cfg["measure"])
     out = run_job(cfg, tmp_path)
-    assert out.metrics == metrics and not (tmp_path / "checkpoint.pt").exists()
+    assert out.metrics == metrics and not (tmp_path / CHECKPOINT).exists()
     assert run_job(cfg, tmp_path).state == "finished_before"
 
 
@@ -227,7 +228,7 @@ def test_a_corrupt_metrics_json_is_named_then_the_run_is_retrained(small_cfg, tm
     metrics = train(cfg, tmp_path)
     (tmp_path / "metrics.json").write_text('{"status": "do')
     state = run_state(tmp_path)
-    assert state.state == "failed" and state.reason.startswith("metrics.json is unreadable")
+    assert state.state == "damaged" and state.reason.startswith("metrics.json is not valid JSON")
     out = run_job(cfg, tmp_path)
     drop = lambda m: {k: v for k, v in m.items() if not k.endswith("wall_s")}  # noqa: E731
     assert out.state == "trained" and drop(out.metrics) == drop(metrics)
@@ -243,8 +244,8 @@ def test_a_corrupt_measures_json_is_named_by_srr_measure_and_repaired_by_a_relau
     (tmp_path / "measures.json").write_text('{"values": {"l2": 1.')
     assert measure_main([str(tmp_path), "-m", "l2", "-q"]) == 1
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "measures.json: unreadable" in err and "move it aside" in err
-    assert run_state(tmp_path).state == "failed" and "measures.json is unreadable" in run_state(tmp_path).reason
+    assert len(err.splitlines()) == 1 and "measures.json: is not valid JSON" in err and "move it aside" in err
+    assert run_state(tmp_path).state == "damaged" and "measures.json is not valid JSON" in run_state(tmp_path).reason
     assert run_job(cfg, tmp_path).state == "trained"
     assert "l2" in json.loads((tmp_path / "measures.json").read_text())["values"]
     assert (tmp_path / "measures.json.corrupt").exists() and complete(tmp_path, cfg["measure"])

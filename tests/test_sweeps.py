@@ -16,6 +16,7 @@ from sweeps import grid
 from srr_bench import locking
 from sweeps.runner import run_job
 from sweeps.schema import ConfigError, validate
+from srr_bench.rundir import CHECKPOINT, FINAL, INIT
 from sweeps.state import complete, run_state
 from sweeps.status import format_status, main as status_main, sweep_status
 
@@ -315,7 +316,7 @@ def test_interrupted_run_resumes_from_its_checkpoint(small_cfg, tmp_path, capsys
     run = tmp_path / "run"
     assert run_state(run).state == "interrupted" and not (run / "failure.json").exists()
     out = run_job(cfg, run)
-    assert out.state == "trained" and "resuming from checkpoint.pt" in capsys.readouterr().out
+    assert out.state == "trained" and f"resuming from {CHECKPOINT}" in capsys.readouterr().out
     drop = lambda m: {k: v for k, v in m.items() if not k.endswith("wall_s")}
     assert drop(out.metrics) == drop(reference)
 
@@ -332,22 +333,39 @@ def test_measures_run_at_the_end_and_are_not_redone(small_cfg, tmp_path):
     assert not complete(tmp_path, more["measure"])
     assert run_job(more, tmp_path).state == "trained"
     after = snapshot(tmp_path)
-    assert all(after[f] == before[f] for f in ("metrics.json", "final.pt", "init.pt", "history.csv"))
+    assert all(after[f] == before[f] for f in ("metrics.json", FINAL, INIT, "history.csv"))
     assert "srr" in json.loads((tmp_path / "measures.json").read_text())["values"]
 
 
 # --- status -----------------------------------------------------------------------------
 
-def fake_run(path: Path, metrics: dict | None = None, failure: str | None = None, checkpoint: bool = False) -> None:
+FAKE_CONFIG = "seed: 0\nmodel: {}\ndata: {}\noptim: {}\ntrain: {}\n"
+
+
+def fake_run(path: Path, metrics: dict | None = None, failure: str | None = None, checkpoint: bool = False,
+             weights: bool = False) -> None:
+    """A run's files without a model: finished ones as a copy kept without weights (config,
+    hparams, history, metrics) unless ``weights``, an interrupted one with init weights and a
+    resumable state (tiny stand-ins in the suite's safetensors formats)."""
+    from safetensors.numpy import save_file
+
+    from srr_bench.rundir import MODEL_FORMAT, STATE_FORMAT
+
     path.mkdir(parents=True)
-    for name, text in (("config.yaml", "seed: 0\n"), ("hparams.json", "{}"), ("init.pt", "x")):
+    for name, text in (("config.yaml", FAKE_CONFIG), ("hparams.json", "{}")):
         (path / name).write_text(text)
     if metrics is not None:
         (path / "metrics.json").write_text(json.dumps(metrics))
+        (path / "history.csv").write_text("epoch\n" + "".join(f"{e}\n" for e in range(metrics.get("epochs", 0) + 1)))
     if failure is not None:
         (path / "failure.json").write_text(json.dumps({"error": failure}))
-    if checkpoint:
-        (path / "checkpoint.pt").write_bytes(b"x")
+    import numpy as np
+
+    files = [(INIT, MODEL_FORMAT)] * (checkpoint or weights) + [(CHECKPOINT, STATE_FORMAT)] * checkpoint \
+        + [(FINAL, MODEL_FORMAT)] * weights
+    if files:
+        for name, fmt in files:
+            save_file({"w": np.zeros(1, np.float32)}, str(path / name), metadata=dict(format=fmt, model_config="{}"))
 
 
 def test_status_counts_every_state_and_estimates_the_time_left(tmp_path, capsys):
@@ -386,10 +404,10 @@ def test_status_counts_unfinished_measures_and_times_whole_jobs(tmp_path):
     from measures.store import _plain
 
     sweep, measure = tmp_path / "sweep", "measure:\n  enabled: true\n  names: [l2]\n"
-    fake_run(sweep / "a", dict(status="done", test_acc=0.9, gap_acc=0.0, epochs=3, wall_s=100.0))
-    fake_run(sweep / "b", dict(status="done", test_acc=0.9, gap_acc=0.0, epochs=3, wall_s=100.0))
+    fake_run(sweep / "a", dict(status="done", test_acc=0.9, gap_acc=0.0, epochs=3, wall_s=100.0), weights=True)
+    fake_run(sweep / "b", dict(status="done", test_acc=0.9, gap_acc=0.0, epochs=3, wall_s=100.0), weights=True)
     for name in ("a", "b"):
-        (sweep / name / "config.yaml").write_text(measure)
+        (sweep / name / "config.yaml").write_text(FAKE_CONFIG + measure)
     settings = _plain(MEASURES.get("l2").settings(validate_overrides({"seed": 0})))
     (sweep / "a" / "measures.json").write_text(json.dumps(dict(
         values={"l2": 1.0}, diagnostics={"l2": {"wall_s": 50.0}}, failures={}, settings={"l2": settings})))

@@ -22,6 +22,7 @@ import pytest
 from sweeps import grid
 from srr_bench.locking import holder, run_lock
 from sweeps.runner import run_job
+from srr_bench.rundir import CHECKPOINT
 from sweeps.state import complete
 from sweeps.sweeper import dispatch_line, unfinished
 from tests import test_sweeps
@@ -49,10 +50,11 @@ def multirun_config(*overrides: str):
 
 
 def finished(run_dir: Path, status: str = "done") -> None:
-    """A run directory as training leaves it (file contents do not matter to the state reader)."""
+    """A finished run kept without its weights (a light copy: what srr_bench.rundir reads as finished)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    for name in ("config.yaml", "hparams.json", "init.pt", "final.pt"):
-        (run_dir / name).write_bytes(b"")
+    (run_dir / "config.yaml").write_text("seed: 0\nmodel: {}\ndata: {}\noptim: {}\ntrain: {}\n")
+    (run_dir / "hparams.json").write_text("{}")
+    (run_dir / "history.csv").write_text("epoch\n0\n")
     (run_dir / "metrics.json").write_text(json.dumps({"status": status}))
 
 
@@ -81,7 +83,7 @@ def holder_after_checkpoint(sweep: Path, proc: subprocess.Popen, timeout: float 
     """Wait until a run of ``sweep`` has saved a checkpoint and is held: (run dir, holder pid)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and proc.poll() is None:
-        for ckpt in sweep.glob("*/checkpoint.pt"):
+        for ckpt in sweep.glob(f"*/{CHECKPOINT}"):
             h = holder(ckpt.parent / ".lock") or {}
             if h.get("pid"):
                 return ckpt.parent, int(h["pid"])
@@ -211,7 +213,7 @@ def test_submitit_preempted_job_is_requeued_and_resumes_from_its_checkpoint(refe
             os.killpg(proc.pid, signal.SIGKILL)
     job_logs = "".join(p.read_text() for p in (sweep / ".submitit").rglob("*.*[oe][ur][tr]"))
     assert "preempted" in job_logs and "Requeued job" in job_logs
-    assert f"resuming from checkpoint.pt -> {run}" in job_logs
+    assert f"resuming from {CHECKPOINT} -> {run}" in job_logs
     assert metrics(sweep) == {run.name: reference[run.name]}
 
 
@@ -226,12 +228,12 @@ def test_submitit_job_killed_mid_run_resumes_on_relaunch(reference, tmp_path):
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-    assert not (run / "metrics.json").exists() and (run / "checkpoint.pt").exists()
+    assert not (run / "metrics.json").exists() and (run / CHECKPOINT).exists()
     r = srr_train("-m", f"hydra.sweep.dir={sweep}", *GRID, "seed=1", "launcher=submitit_local", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "dispatching 1 job to LocalLauncher" in r.stderr
     job_logs = "".join(p.read_text() for p in (sweep / ".submitit").rglob("*.*[oe][ur][tr]"))
-    assert f"resuming from checkpoint.pt -> {run}" in job_logs
+    assert f"resuming from {CHECKPOINT} -> {run}" in job_logs
     assert metrics(sweep) == {run.name: reference[run.name]}
 
 

@@ -10,7 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from srr_bench.checkpoints import load_model
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from srr_bench.checkpoints import load_model, load_training_state
+from srr_bench.rundir import CHECKPOINT, FINAL, INIT
 from srr_bench.config import ConfigError
 from srr_bench.train import train
 
@@ -26,11 +30,12 @@ def test_run_directory_is_complete_and_self_describing(small_cfg, tmp_path):
     assert m["gap_acc"] == pytest.approx(m["train_acc"] - m["test_acc"])
     assert m["gap_loss"] == pytest.approx(m["test_loss"] - m["train_loss"])
     files = {p.name for p in tmp_path.iterdir()}
-    assert {"config.yaml", "hparams.json", "init.pt", "final.pt", "history.csv", "metrics.json"} <= files
-    assert "checkpoint.pt" not in files  # removed once final.pt and metrics.json exist
-    raw = torch.load(tmp_path / "final.pt", weights_only=True)
-    assert raw["model_config"]["name"] == "crate_n"
-    model = load_model(tmp_path / "final.pt").eval()
+    assert {"config.yaml", "hparams.json", INIT, FINAL, "history.csv", "metrics.json"} <= files
+    assert CHECKPOINT not in files  # removed once the final weights and metrics.json exist
+    assert not any(name.endswith((".pt", ".pth", ".pkl")) for name in files)  # nothing written is a pickle
+    with safe_open(str(tmp_path / FINAL), framework="pt") as f:
+        assert json.loads(f.metadata()["model_config"])["name"] == "crate_n"
+    model = load_model(tmp_path / FINAL).eval()
     from srr_bench.train import evaluate
     from srr_bench.data import load_data
 
@@ -59,7 +64,7 @@ def test_deterministic_for_a_seed_and_seed_matters(small_cfg, tmp_path):
 
 def test_crate_fix_output_operator_does_not_train(small_cfg, tmp_path):
     train(small_cfg("model=crate_fix"), tmp_path)
-    init, final = (torch.load(tmp_path / f, weights_only=True)["state_dict"] for f in ("init.pt", "final.pt"))
+    init, final = (load_file(str(tmp_path / f)) for f in (INIT, FINAL))
     fixed = [k for k in init if ".out_op.proj." in k]
     assert fixed and all(init[k].equal(final[k]) for k in fixed)
     assert not init["layers.0.mssa.qkv.weight"].equal(final["layers.0.mssa.qkv.weight"])
@@ -85,7 +90,7 @@ def test_other_optimizers_train(small_cfg, tmp_path, opt):
 def test_divergence_is_recorded_not_raised(small_cfg, tmp_path):
     m = train(small_cfg("optim=sgd", "optim.lr=1e12", "optim.warmup_epochs=0"), tmp_path)
     assert m["status"] == "diverged" and not m["converged"]
-    assert (tmp_path / "metrics.json").exists() and not (tmp_path / "final.pt").exists()
+    assert (tmp_path / "metrics.json").exists() and not (tmp_path / FINAL).exists()
 
 
 _CHILD = """
@@ -112,10 +117,10 @@ def test_sigkill_and_resume_ends_with_the_same_metrics(small_cfg, tmp_path):
         proc = subprocess.Popen([sys.executable, "-c", _CHILD, json.dumps(cfg), str(run)], env=env)
         deadline = time.time() + 120
         while time.time() < deadline and proc.poll() is None:
-            ck = run / "checkpoint.pt"
+            ck = run / CHECKPOINT
             if ck.exists():
                 try:
-                    epoch = torch.load(ck, weights_only=True)["state"]["epoch"]
+                    epoch = load_training_state(ck)["state"]["epoch"]
                 except Exception:  # mid-replace: try again
                     epoch = 0
                 if epoch >= target_epoch:
@@ -131,7 +136,7 @@ def test_sigkill_and_resume_ends_with_the_same_metrics(small_cfg, tmp_path):
         torch.set_num_threads(before)
     drop = lambda m: {k: v for k, v in m.items() if not k.endswith("wall_s")}
     assert drop(resumed) == drop(reference)
-    a, b = (torch.load(p / "final.pt", weights_only=True)["state_dict"] for p in (tmp_path / "uninterrupted", run))
+    a, b = (load_file(str(p / FINAL)) for p in (tmp_path / "uninterrupted", run))
     assert all(a[k].equal(b[k]) for k in a)
 
 
