@@ -34,7 +34,10 @@ figures into DIR and prints the Markdown table.
 
 Bad input (missing file, a table without ``measure.*`` columns or without the gap column,
 a malformed table, no regularized run or no CE baseline) prints one line
-``srr-analyze: error: ...`` on stderr and exits 2.
+``srr-analyze: error: ...`` on stderr and exits 2. An operating-system error while writing
+(a full disk, a read-only or unwritable ``--out``, a name too long) prints one line
+``srr-analyze: error: PATH: CAUSE (FIX)`` and exits 1; a closed pipe (``srr-analyze ... |
+head``) ends quietly with status 141 (128 + SIGPIPE), the output files already written.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ import sys
 import warnings
 
 from analysis.schema import DEFAULT_GAP, AnalysisError
+from srr_bench.io import closed_pipe_exit, os_error_line
 
 PROG = "srr-analyze"
 
@@ -189,17 +193,23 @@ def _sensitivity(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``srr-analyze``; returns the exit code (2 on bad input)."""
-    args = build_parser().parse_args(argv)
+    """Entry point of ``srr-analyze``; returns the exit code (2 on bad input, 1 on an
+    operating-system error, 141 when the reader of stdout has gone)."""
     try:
+        args = build_parser().parse_args(argv)
         with warnings.catch_warnings():
             warnings.simplefilter("default")
             warnings.showwarning = _warning_line
             return _run(args)
-    except (AnalysisError, FileNotFoundError, IsADirectoryError, PermissionError) as e:
+    except (AnalysisError, FileNotFoundError, IsADirectoryError) as e:
         msg = " ".join(str(e).split()) or type(e).__name__
         print(f"{PROG}: error: {msg}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # srr-analyze ... | head: the reader went away, the files are written
+        return closed_pipe_exit()
+    except OSError as e:  # a full disk, a read-only or unwritable --out, a name too long
+        print(f"{PROG}: error: {os_error_line(e)}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

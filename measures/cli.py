@@ -28,6 +28,7 @@ from . import MEASURES, SETTINGS, compute
 from .api import select
 from .specs import STUDY, STUDY_GRIDS, check_grid, default_of, expand, read_value
 from .registry import GLOBAL_SETTINGS, MeasureError, validate_overrides
+from srr_bench.io import one_line_os_errors
 
 
 def parser() -> argparse.ArgumentParser:
@@ -147,6 +148,7 @@ def check_device(name: str) -> None:
         raise MeasureError(f"--device: {e}") from None
 
 
+@one_line_os_errors("srr-measure")  # a full disk, a read-only run: one line; a closed pipe: quiet (141)
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser().parse_args(argv)
     if args.list:

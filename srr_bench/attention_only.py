@@ -22,6 +22,7 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from .io import atomic_write, one_line_os_errors
 from .models.blocks import MSSA
 from .models.config import ModelConfig
 from .models.crate import TiedOutput
@@ -73,6 +74,7 @@ def plot(rates: dict[str, torch.Tensor], path: Path) -> None:
     plt.close(fig)
 
 
+@one_line_os_errors("srr-attention-only")  # --out on a full disk or read-only: one line; | head: quiet (141)
 def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(description="Attention-only stack: R^c across layers for Z ± MSSA(Z)")
     ap.add_argument("--out", default="results/attention_only")
@@ -89,7 +91,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     lines = ["layer," + ",".join(f"{k} mean,{k} std" for k in rates)]
     for layer in range(args.layers + 1):
         lines.append(f"{layer}," + ",".join(f"{r[:, layer].mean():.4f},{r[:, layer].std():.4f}" for r in rates.values()))
-    (out / "attention_only.csv").write_text("\n".join(lines) + "\n")
+    text = "\n".join(lines) + "\n"
+    atomic_write(out / "attention_only.csv", lambda f: f.write(text.encode()))
     plot(rates, out / "attention_only.png")
     for label, r in rates.items():
         print(f"{label}: R^c {r[:, 0].mean():.2f} -> {r[:, -1].mean():.2f} over {args.layers} layers")

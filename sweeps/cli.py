@@ -7,7 +7,12 @@
 Each job is ``sweeps.runner.run_job``: a finished run is returned untouched, an
 interrupted one resumes from its checkpoint, a run locked by another process is skipped,
 and a failing run records ``failure.json``. In a sweep (``-m``) the sweep goes on with the
-next run; alone, a failed or locked run exits with status 1.
+next run; alone, a failed or locked run exits with status 1. An operating-system error (a
+full disk, a read-only run directory, a name too long) fails the run in one line naming the
+file and the cause (``srr_bench.io.WriteError``), recorded in failure.json when the disk
+still takes it; a closed stdout (``srr-train ... | head``) ends quietly with status 141, the
+run resumable.
+
 
 Before Hydra starts, the command line is checked against the config tree (``precheck``),
 so that a misspelt key or group option gets one line with the nearest known name
@@ -144,6 +149,8 @@ def train_main(argv: Optional[Sequence[str]] = None) -> None:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from srr_bench.io import closed_pipe_exit, os_error_line
+
     from .runner import run_job
 
     args = list(sys.argv[1:] if argv is None else argv)
@@ -158,7 +165,15 @@ def train_main(argv: Optional[Sequence[str]] = None) -> None:
         hc = HydraConfig.get()
         multirun = hc.mode == RunMode.MULTIRUN
         run_dir = Path(hc.runtime.output_dir)
-        outcome = run_job(to_plain(cfg), run_dir, job_num=int(hc.job.get("num", 0) or 0))
+        try:
+            outcome = run_job(to_plain(cfg), run_dir, job_num=int(hc.job.get("num", 0) or 0))
+        except BrokenPipeError:  # the reader of stdout went away (srr-train ... | head): end quietly
+            sys.exit(closed_pipe_exit())
+        except OSError as e:  # a run-directory file the runner could not write (its lock on a full disk):
+            print(f"srr-train: FAILED: {os_error_line(e)} -> {run_dir}", file=sys.stderr, flush=True)
+            if not multirun:  # one line, and in a sweep the next job
+                sys.exit(1)
+            return None
         if not multirun and outcome.state in ("failed", "running"):
             sys.exit(1)  # the runner has said why, in one line
         return outcome.value

@@ -57,7 +57,12 @@ class Outcome:
 
 
 def say(msg: str, err: bool = False) -> None:
-    print(msg, file=sys.stderr if err else sys.stdout, flush=True)
+    try:
+        print(msg, file=sys.stderr if err else sys.stdout, flush=True)
+    except BrokenPipeError:  # the reader went away (srr-train ... | head): end quietly, the run stays resumable
+        from srr_bench.io import closed_pipe_exit
+
+        raise SystemExit(closed_pipe_exit()) from None
 
 
 def one_line(e: BaseException) -> str:
@@ -69,11 +74,15 @@ def record_failure(run_dir: Path, e: BaseException, stage: str) -> str:
     from srr_bench.io import write_json
 
     msg = one_line(e)
+    note = ""
     if run_dir.is_dir():  # deleted meanwhile: not recreated with a failure only
-        write_json(run_dir / FAILURE, dict(error=msg, stage=stage, traceback=traceback.format_exc(),
-                                           host=socket.gethostname(), pid=os.getpid(),
-                                           time=time.strftime("%Y-%m-%dT%H:%M:%S%z")))
-    say(f"FAILED ({stage}): {msg} -> {run_dir}", err=True)
+        try:
+            write_json(run_dir / FAILURE, dict(error=msg, stage=stage, traceback=traceback.format_exc(),
+                                               host=socket.gethostname(), pid=os.getpid(),
+                                               time=time.strftime("%Y-%m-%dT%H:%M:%S%z")))
+        except OSError as w:  # the disk that failed the run cannot take its record either: said here only
+            note = f" [{FAILURE} not written: {w.strerror or w}]"
+    say(f"FAILED ({stage}): {msg} -> {run_dir}{note}", err=True)
     return msg
 
 
