@@ -65,6 +65,20 @@ def test_logdet_gradient_is_the_inverse_and_nan_does_not_raise():
     assert logdet_eye_plus(G, 1.0).isnan().all()
 
 
+def test_an_exactly_singular_matrix_is_nan_forward_and_linalg_error_backward():
+    """The zero-pivot path of the regulariser, forced: a matrix singular by construction (all
+    zeros; LAPACK's factor has an exact zero pivot on every CPU) gives NaN, not an exception,
+    and its gradient raises LinAlgError, which training records as divergence
+    (tests/test_reliability.py)."""
+    from srr_bench.rates import _LogdetSPD
+
+    A = torch.zeros(2, 4, 4, dtype=torch.float64, requires_grad=True)
+    out = _LogdetSPD.apply(A)
+    assert out.isnan().all()
+    with pytest.raises(torch.linalg.LinAlgError):
+        out.sum().backward()
+
+
 def test_gradient_reaches_the_layers_below_and_u_unless_detached(model_and_batch):
     model, x, _ = model_and_batch
     grads = {}
