@@ -1,35 +1,40 @@
-"""A run's config: its typed sections, their check, and composing the shipped Hydra tree.
+"""A run's config: one typed object, built once from Hydra's composed config and passed down.
 
-Defaults live in one place, the YAML tree (``sweeps/conf``). The dataclasses below
-declare each key and its type, with no default: ``RunConfig.read(cfg)`` checks a plain
+Defaults live in one place, the YAML tree (``sweeps/conf``), except the SRR conventions,
+whose defaults and ranges are the core's (``srr_bench.srr.SRRSettings``, registered into
+the tree as the ``srr`` group by ``register_resolvers``). The sections below declare each
+key, its type and its range, with no default: ``RunConfig.read(cfg)`` checks a plain
 composed config (unknown keys with the nearest known one, missing keys, wrong types,
-names that are not registered, values out of range) and returns the typed config that
-``train`` reads. A problem raises one ``ConfigError`` listing them all, one line each.
-``model`` and ``data`` keep the package's own ``ModelConfig`` / ``DataConfig`` (their
-builders take the plain sections).
+non-finite numbers, values out of range, names that are not registered) and returns the
+typed config that training, the regulariser, the sweep runner and ``srr-status`` read. A
+problem raises one ``ConfigError`` listing them all, one line each. The schemas are
+pydantic models in strict mode (``srr_bench.settings``: why pydantic).
 
-Why a check and not OmegaConf structured configs: merging into a typed node converts
-values (``warmup_epochs: 1`` would become ``1.0``), and that would change the hash that
-names every existing run directory (``runs.run_id``, computed from the plain config).
+The run id is hashed from the plain composed config (``srr_bench.identity``), not from the
+typed one (which reads ``warmup_epochs: 1`` as ``1.0``), so no existing id moves;
+``RunConfig.run_id`` computes it once.
 
 ``sweeps.schema.validate`` adds the check of measure names (the measures package sits
 above this one); ``compose`` runs this check.
 """
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import typing
-from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Annotated, Any, Literal, Mapping, Optional, Sequence, Union
+
+from pydantic import Field, field_validator, model_validator
+
+from .device import check_name
+
+from .settings import SRRSettings, Section, SettingError, near, validate_section
 
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "sweeps" / "conf")
 
 # Model keys that come from the data set at training time, not from the config.
 DATA_DERIVED_MODEL_KEYS = ("image_size", "channels", "num_classes")
 STOP_RULES = ("epochs", "ce", "acc")
-OPTIONAL_SECTIONS = ("reg", "measure")  # absent = regulariser off, no measures
+OPTIONAL_SECTIONS = ("reg", "measure", "srr")  # absent = regulariser off, no measures, SRR defaults
 
 
 class ConfigError(ValueError):
@@ -43,25 +48,65 @@ class ConfigError(ValueError):
 
 # --- the typed sections (no defaults: those are in sweeps/conf) ----------------------------
 
-@dataclass(frozen=True)
-class OptimConfig:
+PosInt = Annotated[int, Field(gt=0)]
+Unit = Annotated[float, Field(ge=0, lt=1)]  # a rate in [0, 1)
+
+
+class ModelSection(Section):
+    """``model``: the run's model less what the data set decides (``DATA_DERIVED_MODEL_KEYS``).
+    The model's own ranges are ``ModelConfig``'s; this section checks types and the
+    ranges a config can get wrong before any data is read."""
+
     name: str
-    lr: float
-    weight_decay: float
-    warmup_epochs: float  # may be fractional
-    min_lr_ratio: float
-    grad_clip: Optional[float]
+    dim: PosInt
+    depth: PosInt
+    heads: PosInt
+    dim_head: Optional[PosInt]
+    patch_size: PosInt
+    dropout: Unit
+    emb_dropout: Unit
+    dropout_placement: Literal["reference", "every_output"] = "reference"  # absent from configs before 2026-12
+    pool: Literal["cls", "mean"]
+    ista_step: float = Field(gt=0)
+    ista_lambda: float = Field(ge=0)
+    mlp_ratio: float = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _heads_divide_dim(self) -> "ModelSection":
+        if self.dim_head is None and self.dim % self.heads:
+            raise ValueError(f"dim={self.dim} is not divisible by heads={self.heads}; set model.dim_head")
+        return self
+
+
+class DataSection(Section):
+    name: str
+    root: str
+    n_train: Optional[PosInt]  # null = the whole split
+    n_test: Optional[PosInt]
+    subset_seed: int
+    augment: Optional[bool]  # null = the data set's default
+    crop_padding: int = Field(ge=0)
+    flip: bool
+    download: bool
+    options: dict[str, Any]
+
+
+class OptimConfig(Section):
+    name: str
+    lr: float = Field(gt=0)
+    weight_decay: float = Field(ge=0)
+    warmup_epochs: float = Field(ge=0)  # may be fractional
+    min_lr_ratio: float = Field(ge=0, le=1)
+    grad_clip: Optional[float] = Field(gt=0)  # null = off
     decay_all: bool
 
 
-@dataclass(frozen=True)
 class AdamConfig(OptimConfig):  # AdamW and Lion
-    betas: list[float]
+    betas: list[Unit] = Field(min_length=2, max_length=2)
 
 
-@dataclass(frozen=True)
 class SGDConfig(OptimConfig):
-    momentum: float
+    momentum: Unit
     nesterov: bool
 
 
@@ -69,264 +114,162 @@ class SGDConfig(OptimConfig):
 OPTIM_CONFIGS: dict[str, type] = {"adamw": AdamConfig, "lion": AdamConfig, "sgd": SGDConfig}
 
 
-@dataclass(frozen=True)
-class RecordLayersConfig:
-    every: int
-    epochs: list[int]
-    n_images: Optional[int]
+class RecordLayersConfig(Section):
+    every: int = Field(ge=0)  # 0 = off
+    epochs: list[Annotated[int, Field(ge=0)]]
+    n_images: Optional[PosInt]
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    epochs: int
-    batch_size: int
-    stop: str
+class TrainConfig(Section):
+    epochs: PosInt
+    batch_size: PosInt
+    stop: Literal["epochs", "ce", "acc"]
     target: Optional[float]
-    label_smoothing: float
+    label_smoothing: Unit
     eval_train_every_epoch: bool
     eval_test_every_epoch: bool
     bf16: bool
     compile: bool
-    device: str
-    checkpoint_every: int
+    device: str  # auto | cpu | mps | cuda | cuda:N (srr_bench.device)
+    checkpoint_every: PosInt
     progress: Optional[bool]
-    threads: Optional[int]
+    threads: Optional[PosInt]
     record_layers: RecordLayersConfig
 
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, name: str) -> str:
+        return check_name(name)
 
-@dataclass(frozen=True)
-class RegConfig:
-    alpha: float
-    layers: Union[str, int]
-    dtype: str
+    @model_validator(mode="after")
+    def _target_fits_rule(self) -> "TrainConfig":
+        if self.stop != "epochs" and self.target is None:
+            raise ValueError(f"train.stop={self.stop} needs a train.target (e.g. 0.01 for ce, 0.99 for acc)")
+        if self.stop == "ce" and not self.target > 0:
+            raise ValueError(f"train.target: a cross-entropy target must be positive, got {self.target}")
+        if self.stop == "acc" and not 0 < self.target <= 1:
+            raise ValueError(f"train.target: an accuracy target must be in (0, 1], got {self.target}")
+        return self
+
+
+class RegConfig(Section):
+    alpha: float = Field(ge=0)  # 0 = cross-entropy only
+    layers: Union[Literal["all", "random"], PosInt]  # or a 1-based layer number (checked against depth)
+    dtype: Literal["float32", "float64"]
     detach_u: bool
 
 
-@dataclass(frozen=True)
-class MeasureConfig:
+class MeasureConfig(Section):
     enabled: bool
-    names: Any  # "all" (the measures package's default set) or a list of names / glob patterns
+    names: Union[str, list[str]]  # "all" (the measures package's default set) or names / glob patterns
     exclude: list[str]
     settings: dict[str, Any]  # {"group.key": value} or nested, see measures.SETTINGS
-    batch_size: int
+    batch_size: PosInt
+
+    @model_validator(mode="after")
+    def _srr_has_its_own_section(self) -> "MeasureConfig":
+        from .identity import flatten
+
+        srr = sorted(k for k in flatten(self.settings) if k.startswith("srr."))
+        if srr:
+            raise ValueError(f"measure.settings: {', '.join(srr)}: the SRR settings are the run's srr section "
+                             f"(read by the regulariser and the measures alike): set {srr[0]} instead")
+        return self
 
 
-@dataclass(frozen=True)
-class RunConfig:
-    """What ``train`` reads. ``plain`` is the config it was read from (run identity, config.yaml)."""
+class RunConfig(Section):
+    """What a run reads; ``plain`` is the composed config it was read from (config.yaml, the run id)."""
 
     seed: int
-    model: dict[str, Any]
-    data: dict[str, Any]
-    optim: OptimConfig
+    model: ModelSection
+    data: DataSection
+    optim: Union[AdamConfig, SGDConfig, OptimConfig]
     train: TrainConfig
-    reg: Optional[RegConfig]
-    measure: Optional[MeasureConfig]
+    reg: Optional[RegConfig] = None
+    measure: Optional[MeasureConfig] = None
+    srr: SRRSettings = SRRSettings()  # absent (configs before 2026-12): the core's defaults
     plain: dict[str, Any]
 
     @classmethod
-    def read(cls, cfg: dict[str, Any], where: str = "") -> "RunConfig":
-        """Check ``cfg`` (raises ``ConfigError``) and return it typed."""
-        check(cfg, where=where)
+    def read(cls, cfg: Mapping[str, Any], where: str = "", registries: bool = True) -> "RunConfig":
+        """Check ``cfg`` (raises ``ConfigError`` listing every problem) and return it typed.
+
+        ``registries=False`` skips the look-ups of model, data set and optimizer names."""
+        problems = _problems(cfg, registries)
+        if problems:
+            raise ConfigError(problems, where)
         optim_cls = OPTIM_CONFIGS.get(cfg["optim"]["name"], OptimConfig)
-        return cls(seed=cfg["seed"], model=dict(cfg["model"]), data=dict(cfg["data"]),
-                   optim=_build(optim_cls, cfg["optim"]), train=_build(TrainConfig, cfg["train"]),
-                   reg=_build(RegConfig, cfg["reg"]) if cfg.get("reg") else None,
-                   measure=_build(MeasureConfig, cfg["measure"]) if cfg.get("measure") else None, plain=cfg)
+        typed = {k: cfg[k] for k in cfg if k in cls.model_fields}
+        typed["optim"] = optim_cls.model_validate(cfg["optim"])
+        return cls.model_validate({**typed, "plain": dict(cfg)})
+
+    @cached_property
+    def run_id(self) -> str:
+        from .identity import run_id
+
+        return run_id(self.plain)
+
+    @property
+    def model_dict(self) -> dict[str, Any]:
+        return self.model.model_dump()
+
+    @property
+    def regularised(self) -> bool:
+        return self.reg is not None and self.reg.alpha > 0
 
 
-def _build(cls: type, values: dict[str, Any]) -> Any:
-    """A (checked) section as its dataclass; nested dataclass fields are built too."""
-    kwargs = {}
-    for name, tp in _fields(cls).items():
-        kwargs[name] = _build(tp, values[name]) if dataclasses.is_dataclass(tp) else values[name]
-    return cls(**kwargs)
-
-
-# --- the check -------------------------------------------------------------------------
-
-def _fields(cls: type) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
-
-
-def _required(cls: type) -> set[str]:
-    return {f.name for f in dataclasses.fields(cls)
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
-
-
-def _model_fields() -> dict[str, Any]:
-    from .models.config import ModelConfig
-
-    return {k: v for k, v in _fields(ModelConfig).items() if k not in DATA_DERIVED_MODEL_KEYS}
-
-
-def _data_fields() -> dict[str, Any]:
-    from .data import DataConfig
-
-    return _fields(DataConfig)
-
-
-def _type_name(tp: Any) -> str:
-    if tp is Any:
-        return "any"
-    if dataclasses.is_dataclass(tp):
-        return "mapping"
-    origin = typing.get_origin(tp)
-    if origin is Union:
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        return " or ".join(_type_name(a) for a in args) + " or null"
-    if origin in (list, tuple):
-        return "list"
-    if origin is dict:
-        return "dict"
-    return getattr(tp, "__name__", str(tp))
-
-
-def _fits(value: Any, tp: Any) -> bool:
-    if tp is Any:
-        return True
-    if dataclasses.is_dataclass(tp):
-        return isinstance(value, dict)
-    origin = typing.get_origin(tp)
-    if origin is Union:
-        return any(_fits(value, a) for a in typing.get_args(tp))
-    if tp is type(None):
-        return value is None
-    if origin in (list, tuple):
-        args = typing.get_args(tp)
-        return isinstance(value, (list, tuple)) and (not args or all(_fits(v, args[0]) for v in value))
-    if origin is dict or tp is dict:
-        return isinstance(value, dict)
-    if tp is bool:
-        return isinstance(value, bool)
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if tp is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    return isinstance(value, tp)
-
-
-def check_section(section: str, values: Any, fields: dict[str, Any], problems: list[str], owner: str = "",
-                  required: Sequence[str] = ()) -> None:
-    """Unknown keys (with the nearest known one), missing required keys and wrong types, one line each."""
-    if not isinstance(values, dict):
-        problems.append(f"{section}: expected a mapping, got {type(values).__name__} {values!r}")
-        return
-    for key, value in values.items():
-        if key not in fields:
-            near = difflib.get_close_matches(str(key), list(fields), n=1)
-            hint = f" (did you mean '{near[0]}'?)" if near else ""
-            problems.append(f"{section}.{key}: unknown key{hint}; {owner or section} has: {', '.join(fields)}")
-        elif not _fits(value, fields[key]):
-            problems.append(f"{section}.{key}: expected {_type_name(fields[key])}, got {type(value).__name__} {value!r}")
-    for key in required:
-        if key not in values:
-            problems.append(f"{section}.{key}: missing (the shipped tree sets every key: sweeps/conf)")
-
-
-def _check_typed(section: str, values: Any, cls: type, problems: list[str], owner: str = "") -> None:
-    check_section(section, values, _fields(cls), problems, owner, sorted(_required(cls)))
-    for name, tp in _fields(cls).items():
-        if dataclasses.is_dataclass(tp) and isinstance(values, dict) and isinstance(values.get(name), dict):
-            _check_typed(f"{section}.{name}", values[name], tp, problems)
-
-
-def _check_name(section: str, name: Any, registry: Any, problems: list[str]) -> None:
-    if isinstance(name, str) and name not in registry:  # a non-string is already a type error
-        near = difflib.get_close_matches(name, list(registry.names()), n=1)
-        hint = f" (did you mean '{near[0]}'?)" if near else ""
-        problems.append(f"{section}.name: unknown {registry.kind} {name!r}{hint}; known: {', '.join(registry.names())}")
-
-
-def _number(d: dict[str, Any], key: str) -> Optional[float]:
-    v = d.get(key)
-    return v if isinstance(v, (int, float)) and not isinstance(v, bool) else None
-
-
-def _out_of_range(section: str, d: dict[str, Any], rules: dict[str, tuple[str, Any]], problems: list[str]) -> None:
-    """``rules``: key -> (what it must be, predicate); applied to the numbers present."""
-    for key, (what, ok) in rules.items():
-        v = _number(d, key)
-        if v is not None and not ok(v):
-            problems.append(f"{section}.{key}: must be {what}, got {v}")
-
-
-MODEL_RANGES = {k: ("positive", lambda v: v > 0) for k in ("dim", "depth", "heads", "patch_size")}
-MODEL_RANGES.update({k: ("in [0, 1)", lambda v: 0 <= v < 1) for k in ("dropout", "emb_dropout")})
-DATA_RANGES = {k: ("a positive number of images (null = the whole split)", lambda v: v > 0) for k in ("n_train", "n_test")}
-OPTIM_RANGES = {
-    "lr": ("positive", lambda v: v > 0), "weight_decay": (">= 0", lambda v: v >= 0),
-    "warmup_epochs": (">= 0", lambda v: v >= 0), "min_lr_ratio": ("in [0, 1]", lambda v: 0 <= v <= 1),
-    "grad_clip": ("positive (null = off)", lambda v: v > 0), "momentum": ("in [0, 1)", lambda v: 0 <= v < 1),
-}
-TRAIN_RANGES = {k: ("positive", lambda v: v > 0) for k in ("epochs", "batch_size", "checkpoint_every", "threads")}
-TRAIN_RANGES["label_smoothing"] = ("in [0, 1)", lambda v: 0 <= v < 1)
-
-
-def _check_values(cfg: dict[str, Any], problems: list[str]) -> None:
-    model, train, optim = cfg.get("model") or {}, cfg.get("train") or {}, cfg.get("optim") or {}
-    _out_of_range("model", model, MODEL_RANGES, problems)
-    _out_of_range("data", cfg.get("data") or {}, DATA_RANGES, problems)
-    _out_of_range("optim", optim, OPTIM_RANGES, problems)
-    _out_of_range("train", train, TRAIN_RANGES, problems)
-    betas = optim.get("betas")
-    if isinstance(betas, (list, tuple)) and not (len(betas) == 2 and all(_fits(b, float) and 0 <= b < 1 for b in betas)):
-        problems.append(f"optim.betas: must be two numbers in [0, 1), got {betas!r}")
-    dim, heads = model.get("dim"), model.get("heads")
-    if model.get("dim_head") is None and isinstance(dim, int) and isinstance(heads, int) and heads > 0 and dim % heads:
-        problems.append(f"model.heads: dim={dim} is not divisible by heads={heads}; set model.dim_head")
-    if model.get("pool", "cls") not in ("cls", "mean"):
-        problems.append(f"model.pool: must be cls or mean, got {model.get('pool')!r}")
-    _check_stop(train, problems)
-    reg = cfg.get("reg") or {}
-    if isinstance(reg, dict) and reg:
-        from .regularizer import config_problems
-
-        problems += config_problems(reg, model["depth"] if isinstance(model.get("depth"), int) else None)
-
-
-def _check_stop(train: dict[str, Any], problems: list[str]) -> None:
-    stop, target = train.get("stop", "epochs"), _number(train, "target")
-    if stop not in STOP_RULES:
-        problems.append(f"train.stop: unknown rule {stop!r}; use {', '.join(STOP_RULES)}")
-    elif stop != "epochs" and train.get("target") is None:
-        problems.append(f"train.target: train.stop={stop} needs a target (e.g. 0.01 for ce, 0.99 for acc)")
-    elif stop == "ce" and target is not None and target <= 0:
-        problems.append(f"train.target: a cross-entropy target must be positive, got {target}")
-    elif stop == "acc" and target is not None and not 0 < target <= 1:
-        problems.append(f"train.target: an accuracy target must be in (0, 1], got {target}")
-
-
-def check(cfg: dict[str, Any], registries: bool = True, where: str = "") -> None:
-    """Check a plain composed config; raise ``ConfigError`` listing every problem.
-
-    ``registries=False`` skips the look-ups of model, data set and optimizer names.
-    """
+def _problems(cfg: Any, registries: bool) -> list[str]:
+    """Every problem of a plain composed config, one line each."""
+    if not isinstance(cfg, Mapping):
+        return [f"config: expected a mapping, got {type(cfg).__name__}"]
     problems: list[str] = []
-    top = {"seed": int, "model": dict, "data": dict, "optim": dict, "train": dict, "measure": dict, "reg": dict}
-    check_section("config", cfg, top, problems, owner="the config",
-                  required=[k for k in top if k not in OPTIONAL_SECTIONS])
+    sections = {"seed": None, "model": ModelSection, "data": DataSection, "optim": None, "train": TrainConfig,
+                "reg": RegConfig, "measure": MeasureConfig, "srr": SRRSettings}
+    for key in cfg:
+        if key not in sections:
+            problems.append(f"{key}: unknown key{near(key, sections)}; the config has: {', '.join(sections)}")
+    for key in sections:
+        if key not in cfg and key not in OPTIONAL_SECTIONS:
+            problems.append(f"{key}: missing (the shipped config tree sets every key: sweeps/conf)")
     if problems:
-        raise ConfigError(problems, where)
-    check_section("model", cfg["model"], _model_fields(), problems)
-    check_section("data", cfg["data"], _data_fields(), problems)
+        return problems
+    if isinstance(cfg["seed"], bool) or not isinstance(cfg["seed"], int):
+        problems.append(f"seed: expected an integer, got {cfg['seed']!r}")
     optim = cfg["optim"]
-    _check_typed("optim", optim, OPTIM_CONFIGS.get(optim.get("name"), OptimConfig), problems,
-                 owner=f"optimizer {optim.get('name')!r}")
-    _check_typed("train", cfg["train"], TrainConfig, problems)
-    for section, cls in (("reg", RegConfig), ("measure", MeasureConfig)):
-        if cfg.get(section) is not None:
-            _check_typed(section, cfg[section], cls, problems)
-    _check_values(cfg, problems)
+    name = optim.get("name") if isinstance(optim, Mapping) else None
+    checks = [("optim", OPTIM_CONFIGS.get(name, OptimConfig), optim)]
+    checks += [(k, sections[k], cfg[k]) for k in ("model", "data", "train", "reg", "measure", "srr")
+               if cfg.get(k) is not None]
+    for key, schema, values in checks:
+        if key == "model" and isinstance(values, Mapping):
+            derived = [k for k in values if k in DATA_DERIVED_MODEL_KEYS]
+            problems += [f"model.{k}: set by the data set, not by the config" for k in derived]
+            values = {k: v for k, v in values.items() if k not in DATA_DERIVED_MODEL_KEYS}
+        try:
+            validate_section(schema, values, key)
+        except SettingError as e:
+            problems += [p if p.startswith(key) else f"{key}: {p}" for p in e.problems]
+    reg, model = cfg.get("reg"), cfg.get("model")
+    if isinstance(reg, Mapping) and isinstance(reg.get("layers"), int) and isinstance(model, Mapping):
+        depth = model.get("depth")
+        if isinstance(depth, int) and not 1 <= reg["layers"] <= depth:
+            problems.append(f"reg.layers: the model has layers 1..{depth}, got {reg['layers']}")
     if registries:
         from .data import DATASETS
         from .models import MODELS
         from .optim import OPTIMIZERS
 
-        _check_name("model", cfg["model"].get("name"), MODELS, problems)
-        _check_name("data", cfg["data"].get("name"), DATASETS, problems)
-        _check_name("optim", optim.get("name"), OPTIMIZERS, problems)
+        for section, registry in (("model", MODELS), ("data", DATASETS), ("optim", OPTIMIZERS)):
+            value = cfg[section].get("name") if isinstance(cfg[section], Mapping) else None
+            if isinstance(value, str) and value not in registry:
+                problems.append(f"{section}.name: unknown {registry.kind} {value!r}{near(value, registry.names())}; "
+                                f"known: {', '.join(registry.names())}")
+    return problems
+
+
+def check(cfg: Mapping[str, Any], registries: bool = True, where: str = "") -> None:
+    """Check a plain composed config; raise ``ConfigError`` listing every problem."""
+    problems = _problems(cfg, registries)
     if problems:
         raise ConfigError(problems, where)
 
@@ -334,10 +277,15 @@ def check(cfg: dict[str, Any], registries: bool = True, where: str = "") -> None
 # --- composing the shipped tree ----------------------------------------------------------
 
 def register_resolvers() -> None:
-    """``${run_id:}``: hash of the result-affecting config (names run directories)."""
+    """Before Hydra composes the tree: ``${run_id:}`` (the hash that names run directories,
+    ``srr_bench.identity``) and the ``srr`` group's ``default`` node, the core's SRR defaults
+    (``SRRSettings``), so that they are written in one place and ``srr.eps=0.05`` overrides them."""
+    from hydra.core.config_store import ConfigStore
     from omegaconf import OmegaConf
 
-    from .runs import run_id
+    from .identity import run_id
+
+    ConfigStore.instance().store(group="srr", name="default", node=SRRSettings().model_dump())
 
     def _run_id(*, _root_: Any) -> str:
         cfg = OmegaConf.to_container(_root_, resolve=False)
@@ -371,3 +319,19 @@ def compose(overrides: Sequence[str] = (), config_name: str = "config", validate
     if validate:
         check(cfg)
     return cfg
+
+
+def measure_section(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``measure`` section a run is measured with at the end of its job: ``measure.settings``
+    (flat) plus the run's ``srr`` section where it differs from the defaults, as ``srr.<key>``
+    overrides of the ``srr`` measures' group, so the measured SRR is the regularised one.
+    Plain dicts only (``srr-status`` reads it without torch)."""
+    from .identity import flatten
+
+    measure = dict(cfg.get("measure") or {})
+    defaults = SRRSettings().model_dump()
+    srr = {f"srr.{k}": v for k, v in dict(cfg.get("srr") or {}).items() if k in defaults and v != defaults[k]}
+    if srr:
+        measure["settings"] = {**flatten(dict(measure.get("settings") or {})), **srr}
+    return measure
+

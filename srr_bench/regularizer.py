@@ -4,10 +4,11 @@
 
 averaged over the images of the batch. The SRR conventions (representation, ε, λ₀,
 ``l0`` fraction/count, normalisation, cls token, subspace source, U normalisation) are
-the ``srr`` measure's settings, defined once in ``srr_bench.srr`` and read with the run's
-``measure.settings`` overrides (``srr.<key>``), so the regularised quantity is the
-measured one with ‖Z‖₁ in place of ‖Z‖₀ (the only non-differentiable term). Config
-(``reg`` section)::
+the run's ``srr`` section, whose schema (defaults, ranges) is the ``srr`` measure's
+settings group (``srr_bench.srr.SRRSettings``), so the regularised quantity is the measured
+one with ‖Z‖₁ in place of ‖Z‖₀ (the only non-differentiable term). With the regulariser on,
+``srr`` settings that change the loss enter the run id (``srr_bench.identity``). Config
+(``reg`` section, checked by ``srr_bench.config.RegConfig``)::
 
     alpha: 0.0          the weight α; 0 = plain cross-entropy (the other keys then do not
                         affect results and are left out of the run's identity)
@@ -25,6 +26,7 @@ subspaces U^ℓ (the attention's qkv weights): "add the term to the loss".
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Union
 
@@ -33,11 +35,12 @@ import torch
 from torch import Tensor
 
 from .rates import srr_terms
-from .runs import flatten
 from .seeding import subset_indices
-from .srr import check_settings, layer_bases, layer_tokens, srr_per_image, srr_settings
+from .srr import layer_bases, layer_tokens, srr_per_image, srr_settings
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
 LAYER_CHOICES = ("all", "random")
 
 
@@ -58,22 +61,6 @@ def parse_layers(layers: Union[str, int], depth: int) -> Union[str, int]:
     return index
 
 
-def config_problems(reg: Mapping[str, Any], depth: Optional[int]) -> list[str]:
-    """What is wrong with a ``reg`` section (one line each); the schema check and the trainer share it."""
-    problems = []
-    alpha = reg.get("alpha", 0.0)
-    if isinstance(alpha, (int, float)) and alpha < 0:
-        problems.append(f"reg.alpha: must be >= 0, got {alpha}")
-    if reg.get("dtype", "float32") not in DTYPES:
-        problems.append(f"reg.dtype: must be one of {', '.join(DTYPES)}, got {reg.get('dtype')!r}")
-    if depth is not None:
-        try:
-            parse_layers(reg.get("layers", "all"), depth)
-        except RegularizerError as e:
-            problems.append(str(e))
-    return problems
-
-
 @dataclass
 class SRRRegularizer:
     """The SRR term of the loss; ``alpha * terms(model, intermediates, step)`` is added to CE."""
@@ -87,20 +74,27 @@ class SRRRegularizer:
     detach_u: bool = False
 
     @classmethod
-    def from_config(cls, reg: Optional[Mapping[str, Any]], measure_settings: Optional[Mapping[str, Any]],
-                    depth: int, seed: int) -> Optional["SRRRegularizer"]:
-        """The regulariser a run's config asks for, or None when α = 0 (or no ``reg`` section)."""
-        reg = dict(reg or {})
-        alpha = float(reg.get("alpha", 0.0) or 0.0)
+    def from_config(cls, reg: Any, srr: Optional[Mapping[str, Any]], depth: int, seed: int = 0
+                    ) -> Optional["SRRRegularizer"]:
+        """The regulariser a run asks for, or None when it is off (α = 0 or no ``reg`` section).
+
+        ``reg``: the run's checked ``RegConfig`` (``srr_bench.config``), or a plain mapping from
+        Python (missing keys: all layers, float32, U not detached); ``srr``: the run's SRR
+        settings (its ``srr`` section, or ``{"srr.eps": ...}`` overrides; ``srr_settings``).
+        The layer number is checked against the built model's depth."""
+        if reg is None:
+            return None
+        get = reg.get if isinstance(reg, Mapping) else (lambda k, d=None: getattr(reg, k))
+        alpha = float(get("alpha", 0.0) or 0.0)
         if alpha == 0.0:
             return None
-        problems = config_problems(reg, depth)
-        if problems:
-            raise RegularizerError(problems[0])
-        s = srr_settings(measure_settings)
-        check_settings(s)
-        return cls(alpha, parse_layers(reg.get("layers", "all"), depth), s, depth, int(seed),
-                   DTYPES[reg.get("dtype", "float32")], bool(reg.get("detach_u", False)))
+        if not alpha > 0 or not math.isfinite(alpha):
+            raise RegularizerError(f"reg.alpha must be a finite number >= 0, got {alpha}")
+        dtype = get("dtype", "float32")
+        if dtype not in DTYPES:
+            raise RegularizerError(f"reg.dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+        return cls(alpha, parse_layers(get("layers", "all"), depth), srr_settings(srr), depth, int(seed),
+                   DTYPES[dtype], bool(get("detach_u", False)))
 
     def layer_set(self, step: int) -> list[int]:
         """0-based indices of S at optimisation step ``step``."""
@@ -122,18 +116,17 @@ class SRRRegularizer:
         return t["srr"].mean(1).sum()
 
 
-def layer_record(model: torch.nn.Module, train_xy: tuple[Tensor, Tensor], measure_settings: Optional[Mapping[str, Any]],
-                 n_images: Optional[int] = 256) -> dict[str, float]:
+def layer_record(model: torch.nn.Module, train_xy: tuple[Tensor, Tensor], srr: Optional[Mapping[str, Any]] = None,
+                 n_images: Optional[int] = 256, seed: int = 0) -> dict[str, float]:
     """The ``srr`` measure's per-layer values on a fixed training subset: {"layer.<ℓ>.<q>": v}.
 
-    q ∈ R, Rc, dR, l0, srr and ℓ = 1..L, exactly ``srr.L<ℓ>.<q>`` of the measure (same
-    settings, same seeded subset (``srr_bench.seeding``, seeded by ``measure.settings``'
-    ``seed``) when ``n_images`` equals the measure's ``srr.n_images``).
+    q ∈ R, Rc, dR, l0, srr and ℓ = 1..L, exactly ``srr.L<ℓ>.<q>`` of the measure with the same
+    SRR settings (``srr``: the run's section) and the same seeded subset (``srr_bench.seeding``,
+    ``seed``: the measures' seed) when ``n_images`` equals the measure's ``srr.n_images``.
     No gradient, evaluation mode, no draw from the global generator: recording does not
     change training.
     """
-    s = srr_settings(measure_settings)
-    seed = int(flatten(dict(measure_settings or {})).get("seed", 0))
+    s = srr_settings(srr)
     x, _ = train_xy
     idx = subset_indices(len(x), n_images, seed, "train")
     device = next(model.parameters()).device

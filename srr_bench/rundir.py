@@ -429,9 +429,11 @@ class RunDir:
 
     def _unmeasured(self, metrics: dict[str, Any], measure_cfg: Any, settled: Optional[Settled]) -> str:
         """Why a done run's measures are unfinished ("" when finished or not asked for)."""
-        if measure_cfg == "run":
-            section = (_quiet(self.read_config) or {}).get("measure")
-            measure_cfg = section if isinstance(section, dict) else None
+        if measure_cfg == "run":  # as the run's job measures it (the srr section included)
+            from .config import measure_section
+
+            cfg = _quiet(self.read_config) or {}
+            measure_cfg = measure_section(cfg) if isinstance(cfg.get("measure"), dict) else None
         if metrics.get("status") != "done" or not (measure_cfg or {}).get("enabled", False):
             return ""
         if self.has(MEASURES) and (settled is None or settled(self.path, measure_cfg) is not False):

@@ -6,8 +6,9 @@ Per layer ℓ = 1..L and per image, with the layer's own subspaces U^ℓ (``subs
 
 with S = ‖Z‖₀ when measured (``measures.srr``) and ‖Z‖₁ when regularised
 (``srr_bench.regularizer``). Both read Z and U through this module, with the same
-settings, so the regularised quantity is the measured one. The defaults (``SRR_SETTINGS``,
-registered unchanged as the ``srr`` measure's settings group); the paper's exact choices
+settings, so the regularised quantity is the measured one. The defaults and ranges
+(``SRRSettings``; ``SRR_SETTINGS`` is its dump, registered unchanged as the ``srr``
+measure's settings group, and the run config's ``srr`` section); the paper's exact choices
 are not public (srr_papers.md §4.1):
 
 - ``representation = ista_out``: every term on the layer's output Z^{ℓ+1} (the only
@@ -35,75 +36,38 @@ from typing import Any, Mapping, Optional
 import torch
 from torch import Tensor, nn
 
+from .identity import flatten
 from .rates import srr_terms
-from .runs import flatten
+from .settings import SRRSettings, SettingError, coerce_setting, validate_section  # noqa: F401  (re-exported: old import paths)
 
-# The srr settings group: defined here once, registered as is by measures.srr.
-SRR_SETTINGS: dict[str, Any] = dict(
-    representation="ista_out", l0_representation=None, eps=0.1, lambda0=1.0, l0="fraction", l0_tol=0.0,
-    normalize="token", cls=True, split="train", n_images=256, source="qkv", u_norm="none", chunk=32,
-)
 GROUP = "srr"
 COMPONENTS = ("R", "Rc", "dR", "l0", "srr")
-
-
-class SettingError(ValueError):
-    """A setting that is unknown, cannot be read as its default's type, or is not a known choice; one line."""
-
-
-def coerce_setting(key: str, value: Any, default: Any) -> Any:
-    """``value`` read as the type of ``default`` (bool from true/false/1/0/yes/no, int, float).
-
-    None (as value or default) passes unchanged; anything else unreadable is an
-    ``SettingError`` naming the key.
-    """
-    if value is None or default is None:
-        return value
-    try:
-        if isinstance(default, bool):
-            if isinstance(value, str):
-                if value.lower() in ("true", "1", "yes"):
-                    return True
-                if value.lower() in ("false", "0", "no"):
-                    return False
-                raise ValueError(value)
-            return bool(value)
-        if isinstance(default, int):
-            if float(value) != int(float(value)):
-                raise ValueError(value)
-            return int(float(value))
-        if isinstance(default, float):
-            return float(value)
-    except (TypeError, ValueError):
-        raise SettingError(f"setting {key!r}: cannot read {value!r} as {type(default).__name__}") from None
-    return value
+# The srr settings group's defaults, registered as is by measures.srr.
+SRR_SETTINGS: dict[str, Any] = SRRSettings().model_dump()
 
 
 def srr_settings(overrides: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
-    """``SRR_SETTINGS`` with the ``srr.<key>`` entries of ``overrides`` applied and read as their defaults' types.
+    """The SRR settings with ``overrides`` applied, checked (``SRRSettings``; ``SettingError`` in one line).
 
-    ``overrides`` is a run's ``measure.settings``, flat (``{"srr.eps": 0.05}``) or nested
-    (``{"srr": {"eps": 0.05}}``); the keys of other settings groups are the measures'
-    business and are left alone here.
+    ``overrides`` is a run's ``srr`` section (``{"eps": 0.05}``) or measure-style keys, flat
+    (``{"srr.eps": 0.05}``) or nested (``{"srr": {"eps": 0.05}}``); keys of other settings
+    groups are the measures' business and are left alone here. Text values are read as
+    the setting's type (``read_setting``).
     """
-    s = dict(SRR_SETTINGS)
+    mine: dict[str, Any] = {}
     for key, value in flatten(dict(overrides or {})).items():
-        group, _, k = key.partition(".")
-        if group != GROUP:
-            continue
-        if k not in SRR_SETTINGS:
-            known = ", ".join(sorted(f"{GROUP}.{name}" for name in SRR_SETTINGS))
-            raise SettingError(f"unknown setting {key!r}; {GROUP} has: {known}")
-        s[k] = coerce_setting(key, value, SRR_SETTINGS[k])
-    return s
+        group, dot, k = key.partition(".")
+        if not dot:  # a bare key: the srr section's own, or a global measure setting (seed, ...)
+            group, k = (GROUP, key) if key in SRRSettings.model_fields else ("", key)
+        if group == GROUP:  # text ("0.2", "false") read as the setting's type; the schema checks the rest
+            mine[k] = coerce_setting(f"{GROUP}.{k}", value, SRR_SETTINGS[k]) if k in SRR_SETTINGS else value
+    return validate_section(SRRSettings, {**SRR_SETTINGS, **mine}, GROUP).model_dump()
 
 
 def check_settings(s: Mapping[str, Any]) -> None:
-    """The choices ``srr_terms`` cannot check itself."""
-    if s["l0"] not in ("fraction", "count"):
-        raise SettingError(f"srr: l0 must be 'fraction' or 'count', not {s['l0']!r}")
-    if s["u_norm"] not in ("none", "orthonormal"):
-        raise SettingError(f"srr: u_norm must be 'none' or 'orthonormal', not {s['u_norm']!r}")
+    """Refuse SRR settings ``srr_terms`` cannot run with (``SettingError``, one line); the keys a
+    measure adds (``seed``, ``version``) are not the SRR section's and are left alone."""
+    validate_section(SRRSettings, {k: v for k, v in s.items() if k in SRRSettings.model_fields}, GROUP)
 
 
 def orthonormal(U: Tensor) -> Tensor:

@@ -42,7 +42,6 @@ import math
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -52,13 +51,14 @@ from torch import nn
 
 from .checkpoints import load_model, load_training_state, save_model, save_training_state
 from .config import RunConfig, TrainConfig
+from .device import DeviceError, resolve_device  # noqa: F401  (DeviceError: old import path)
 from .data import Dataset, load_data
 from .io import atomic_write, write_csv, write_json
 from .models import build_model, count_parameters
 from .optim import build_optimizer, learning_rate
 from .regularizer import SRRRegularizer, layer_record
 from .rundir import CHECKPOINT, CONFIG, HISTORY, HPARAMS, LEGACY, METRICS, RunDir
-from .runs import hparams, run_id
+from .identity import hparams
 
 CE_MILESTONES = (0.1, 0.01)  # steps to reach these train cross-entropies are recorded
 DIVERGED_LOSS_FACTOR = 2.0  # final train CE above this multiple of its initial value: diverged
@@ -66,31 +66,8 @@ CHANCE_SE = 3.0  # train accuracy within this many binomial standard errors of c
 EVAL_GATE = 3.0  # without per-epoch evaluation: evaluate when the batch CE is within this factor of a target
 
 
-class DeviceError(ValueError):
-    """A device the machine does not have; one-line message."""
-
-
 class RunDirectoryGone(RuntimeError):
     """The run directory was deleted while training; nothing more is written into it."""
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` (a GPU when there is one), ``cpu``, ``cuda``, ``cuda:N``, ``mps``; one line when absent."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise DeviceError(f"device {name!r}: not a device name (use auto, cpu, cuda, cuda:N)") from None
-    if device.type == "cuda":
-        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if n == 0:
-            raise DeviceError(f"device {name!r}: this machine has no CUDA device (use auto or cpu)")
-        if device.index is not None and device.index >= n:
-            raise DeviceError(f"device {name!r}: this machine has {n} CUDA device(s), cuda:0..cuda:{n - 1}")
-    if device.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise DeviceError(f"device {name!r}: MPS is not available on this machine")
-    return device
 
 
 def autocast(device: torch.device, bf16: bool):
@@ -136,6 +113,7 @@ def _stop_reached(t: TrainConfig, train_loss: float, train_acc: float) -> bool:
 def uses_dropout(model: dict[str, Any]) -> bool:
     """Whether a model config trains with dropout (its running batch CE is then that of thinned
     networks, which the evaluation gate cannot read; see the module docstring)."""
+    model = model.model_dump() if hasattr(model, "model_dump") else model  # a ModelSection or a plain dict
     return any(float(model.get(k) or 0.0) > 0.0 for k in ("dropout", "emb_dropout"))
 
 
@@ -165,7 +143,7 @@ def replay_gate(history: list[dict[str, Any]], t: TrainConfig, dropout: bool = F
     :func:`uses_dropout`). Returns the stopping epoch (None: not within the
     history), the steps to each CE milestone and the number of full train-set evaluations
     (the one at initialisation included), all as the gated run records them."""
-    gated = replace(t, eval_train_every_epoch=False)
+    gated = t.model_copy(update=dict(eval_train_every_epoch=False))
     steps_to: dict[str, Optional[int]] = {str(m): None for m in CE_MILESTONES}
     evals, stop = 1, None
     for row in history:
@@ -213,31 +191,31 @@ def _intact(run_dir: Path) -> None:
                                "there; relaunch the sweep to train the run again")
 
 
-def train(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
-    """Train the model described by ``cfg`` into ``run_dir``; returns metrics.json's content."""
+def train(cfg: RunConfig | dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
+    """Train the model described by ``cfg`` (the typed ``RunConfig`` a sweep job built, or a plain
+    composed config, read here) into ``run_dir``; returns metrics.json's content."""
     run_dir = Path(run_dir)
     rd = RunDir(run_dir)
     if rd.has(METRICS):
         return rd.read_metrics()  # finished: never retrain (an unreadable record is a repair's to fix)
-    cfg = resolved(cfg)
-    run = RunConfig.read(cfg, where=str(run_dir))
+    run = cfg if isinstance(cfg, RunConfig) else RunConfig.read(cfg, where=str(run_dir))
+    cfg = resolved(run.plain)  # config.yaml: an absolute data root, so measures reload the data from anywhere
     t, o = run.train, run.optim
     device = resolve_device(t.device)
     write_run_config(cfg, run_dir)
     if t.threads:  # several small runs at once: one thread each beats oversubscription
         torch.set_num_threads(t.threads)
     torch.manual_seed(run.seed)  # model initialisation and dropout draw from the global generator
-    data = load_data(run.data).to(device)
-    model = build_model(run.model, image_size=data.image_size, channels=data.channels, num_classes=data.num_classes)
+    data = load_data(run.data.model_dump()).to(device)
+    model = build_model(run.model_dict, image_size=data.image_size, channels=data.channels, num_classes=data.num_classes)
     model.to(device)
-    opt = build_optimizer(model, asdict(o))
-    measure_settings = run.measure.settings if run.measure else None
-    reg = SRRRegularizer.from_config(asdict(run.reg) if run.reg else None, measure_settings, model.depth, run.seed)
+    opt = build_optimizer(model, o.model_dump())
+    reg = SRRRegularizer.from_config(run.reg, run.srr.model_dump(), model.depth, run.seed)
     forward = model.forward_intermediates if reg else model  # the regulariser reads every layer's Z
-    dropout = uses_dropout(run.model)  # the evaluation gate is off: every epoch is evaluated
+    dropout = uses_dropout(run.model_dict)  # the evaluation gate is off: every epoch is evaluated
     if t.compile:
         forward = torch.compile(forward)
-    record = _LayerRecording(t.record_layers, model, data, measure_settings)
+    record = _LayerRecording(t.record_layers, model, data, run)
 
     steps_per_epoch = math.ceil(len(data.train) / t.batch_size)
     total_steps = t.epochs * steps_per_epoch
@@ -251,7 +229,7 @@ def train(cfg: dict[str, Any], run_dir: str | Path) -> dict[str, Any]:
         state = dict(epoch=0, step=0, history=[], sum_train_loss=0.0, wall_s=0.0, stopped=False,
                      steps_to={str(m): None for m in CE_MILESTONES}, diverged_reason=None,
                      train_evals=0, train_eval_wall_s=0.0)
-        save_model(model, rd.weights("init"), meta=dict(run_id=run_id(cfg), epoch=0))
+        save_model(model, rd.weights("init"), meta=dict(run_id=run.run_id, epoch=0))
         row = dict(epoch=0, step=0)
         row["train_loss"], row["train_acc"] = _timed_train_eval(model, data, t, state)
         state["init_train_loss"] = row["train_loss"]
@@ -375,11 +353,12 @@ class _LayerRecording:
     shipped tree) is a fixed seeded subset of the training set.
     """
 
-    def __init__(self, spec: Any, model: nn.Module, data: Dataset, measure_settings: Optional[dict]):
+    def __init__(self, spec: Any, model: nn.Module, data: Dataset, run: RunConfig):
         self.every = int(spec.every or 0)
         self.epochs = {int(e) for e in spec.epochs or []}
         self.n_images = spec.n_images
-        self.model, self.data, self.settings = model, data, measure_settings
+        self.model, self.data, self.srr = model, data, run.srr.model_dump()
+        self.seed = int(((run.measure.settings if run.measure else None) or {}).get("seed", 0))  # the measure's subset
 
     @property
     def enabled(self) -> bool:
@@ -391,7 +370,7 @@ class _LayerRecording:
         return epoch in self.epochs or (self.every and epoch % self.every == 0) or epoch == max_epochs or stopped
 
     def __call__(self) -> dict[str, float]:
-        return layer_record(self.model, (self.data.train.x, self.data.train.y), self.settings, self.n_images)
+        return layer_record(self.model, (self.data.train.x, self.data.train.y), self.srr, self.n_images, self.seed)
 
 
 def _checkpoint(rd: RunDir, model: nn.Module, opt: torch.optim.Optimizer, state: dict, device: torch.device) -> None:
@@ -433,12 +412,12 @@ def _finish(run: RunConfig, run_dir: Path, model: nn.Module, data: Dataset, stat
     if all(torch.isfinite(p).all() for p in model.parameters()):
         tr_loss, tr_acc = evaluate(model, data, "train", bf16=run.train.bf16)
         te_loss, te_acc = evaluate(model, data, "test", bf16=run.train.bf16)
-        save_model(model, rd.weights("final"), meta=dict(run_id=run_id(run.plain), epoch=state["epoch"]))
+        save_model(model, rd.weights("final"), meta=dict(run_id=run.run_id, epoch=state["epoch"]))
     reason = reason or divergence(state.get("init_train_loss"), tr_loss, tr_acc, data.train.y)
     status = "diverged" if reason else "done"
     steps_to = state["steps_to"]
     metrics = {
-        "run_id": run_id(run.plain), "status": status, "diverged_reason": reason,
+        "run_id": run.run_id, "status": status, "diverged_reason": reason,
         "converged": None if run.train.stop == "epochs" else (status == "done" and bool(state["stopped"])),
         "train_acc": tr_acc, "test_acc": te_acc, "train_loss": tr_loss, "test_loss": te_loss,
         "gap_acc": tr_acc - te_acc, "gap_loss": te_loss - tr_loss, "init_train_loss": state.get("init_train_loss"),

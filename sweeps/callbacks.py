@@ -27,6 +27,29 @@ def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+# Launchers whose jobs run on other machines: their devices are those machines' business.
+REMOTE_LAUNCHERS = ("Slurm", "Ray")
+
+
+def _device_problems(config: Any, jobs: list) -> list[str]:
+    """``train.device`` of every job, resolved on this machine when the launcher runs the jobs
+    here (basic, joblib, submitit's local mode): ``cuda:99`` is refused before any job starts
+    instead of failing in each one."""
+    target = str(config.hydra.launcher.get("_target_", ""))
+    if any(name in target for name in REMOTE_LAUNCHERS):
+        return []
+    from srr_bench.device import DeviceError, resolve_device
+
+    problems = []
+    for device in sorted({str(j.cfg["train"].get("device", "auto")) for j in jobs}):
+        try:
+            resolve_device(device)
+        except DeviceError as e:
+            n = sum(str(j.cfg["train"].get("device", "auto")) == device for j in jobs)
+            problems.append(f"train.device: {e} ({n} job{'s' * (n > 1)}; launcher {target.rsplit('.', 1)[-1]})")
+    return problems
+
+
 class SweepCallback(Callback):
     def __init__(self, validate: bool = True) -> None:
         self.validate = validate
@@ -48,9 +71,12 @@ class SweepCallback(Callback):
                     validate(job.cfg)
                 except ConfigError as e:
                     problems.append(f"job {job.num} ({' '.join(job.overrides) or 'no overrides'}): " + "; ".join(e.problems))
+            bad_jobs = len(problems)
+            problems += _device_problems(config, found)
             if problems:
                 shown = "\n  ".join(problems[:10]) + (f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else "")
-                _say(f"srr-train: invalid config in {len(problems)} of {len(found)} jobs; nothing was started:\n  {shown}")
+                where = f"in {bad_jobs} of {len(found)} jobs" if bad_jobs else f"({len(found)} jobs)"
+                _say(f"srr-train: invalid config {where}; nothing was started:\n  {shown}")
                 raise SystemExit(2)
         write_manifest(sweep_dir, found, list(config.hydra.overrides.task))
         states = Counter(run_state(j.run_dir).state for j in found)

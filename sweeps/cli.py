@@ -13,7 +13,6 @@ file and the cause (``srr_bench.io.WriteError``), recorded in failure.json when 
 still takes it; a closed stdout (``srr-train ... | head``) ends quietly with status 141, the
 run resumable.
 
-
 Before Hydra starts, the command line is checked against the config tree (``precheck``),
 so that a misspelt key or group option gets one line with the nearest known name
 (Hydra's own message has five and no suggestion), and an output directory that is a file
@@ -21,13 +20,13 @@ or cannot be written is refused in one line. Exit status 2 for these.
 """
 from __future__ import annotations
 
-import difflib
 import os
 import sys
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
 from srr_bench.config import CONF_DIR, compose, register_resolvers, to_plain
+from srr_bench.settings import near
 
 OUTPUT_DIRS = ("hydra.run.dir", "hydra.sweep.dir")
 
@@ -43,11 +42,6 @@ def _values(override: Any) -> list[str]:
     if override.is_sweep_override():
         return [str(v) for v in override.sweep_string_iterator()]
     return [str(override.value())]
-
-
-def _near(word: str, choices: Sequence[str]) -> str:
-    near = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean '{near[0]}'?)" if near else ""
 
 
 def _tree_keys(choice: dict[str, str]) -> set[str]:
@@ -125,7 +119,7 @@ def precheck(args: Sequence[str]) -> Optional[str]:
         if key in groups:
             for v in _values(o):
                 if v not in groups[key] and not (key == "experiment" and v == "null"):
-                    return f"unknown {key} option '{v}'{_near(v, groups[key])}; {key} has: {', '.join(groups[key])}"
+                    return f"unknown {key} option '{v}'{near(v, groups[key])}; {key} has: {', '.join(groups[key])}"
             chosen[key] = [v for v in _values(o) if v != "null"] or chosen.get(key, [])
         else:
             keys.append((key, o))
@@ -137,7 +131,7 @@ def precheck(args: Sequence[str]) -> Optional[str]:
         return None
     for key, o in keys:
         if key in missing:
-            hint = _near(key, sorted(known | set(groups)))
+            hint = near(key, sorted(known | set(groups)))
             return (f"unknown key '{key}'{hint}; to add a new key write +{key}={_values(o)[0]}"
                     if "." in key else f"unknown key or group '{key}'{hint}")
     return None

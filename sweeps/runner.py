@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from srr_bench.config import RunConfig, measure_section
 from srr_bench.locking import Lock, claim_gpu, run_lock
 from .schema import validate
 from srr_bench.rundir import FILES as RUN_FILES, METRICS, TRAINING_OUTPUTS, RunDir  # noqa: F401
@@ -93,7 +94,7 @@ def _summary(m: dict[str, Any]) -> str:
 def run_job(cfg: dict[str, Any], run_dir: str | os.PathLike, job_num: int = 0) -> Outcome:
     """Train and measure one run directory (see the module docstring); never raises for a failed run."""
     run_dir = Path(run_dir)
-    measure_cfg = dict(cfg.get("measure") or {})
+    measure_cfg = measure_section(cfg)  # measure.settings and the run's srr section
     if complete(run_dir, measure_cfg):
         return _finished_before(run_dir)
     lock = run_lock(run_dir)
@@ -113,16 +114,15 @@ def run_job(cfg: dict[str, Any], run_dir: str | os.PathLike, job_num: int = 0) -
         lock.write_holder(job=job_num)
         _clear_stale(run_dir)
         try:
-            validate(cfg, where=str(run_dir))
-            cfg, gpu = _place(cfg, job_num)
-            device = _apply_settings(cfg)
-            repair(cfg, run_dir)
+            run, gpu = _place(validate(cfg, where=str(run_dir)), job_num)  # the typed config, built once
+            device = _apply_settings(run)
+            repair(run.plain, run_dir)
         except Exception as e:
             return Outcome("failed", run_dir, message=record_failure(run_dir, e, "setup"))
         metrics = read_json(run_dir / METRICS)  # trained before, measures still to do
         if metrics is None:
             try:
-                metrics = _train(cfg, run_dir)
+                metrics = _train(run, run_dir)
             except Exception as e:  # recorded per run, so that a sweep survives it
                 return Outcome("failed", run_dir, message=record_failure(run_dir, e, "train"))
             if metrics.get("status") != "done":
@@ -141,16 +141,15 @@ def run_job(cfg: dict[str, Any], run_dir: str | os.PathLike, job_num: int = 0) -
         lock.release()
 
 
-def _apply_settings(cfg: dict[str, Any]) -> Any:
+def _apply_settings(run: RunConfig) -> Any:
     """The run's ``train.threads`` and ``train.device``, for every stage of the job; returns the device."""
     import torch
 
-    from srr_bench.train import resolve_device
+    from srr_bench.device import resolve_device
 
-    threads = cfg["train"].get("threads")
-    if threads:
-        torch.set_num_threads(int(threads))
-    return resolve_device(cfg["train"].get("device", "auto"))
+    if run.train.threads:
+        torch.set_num_threads(run.train.threads)
+    return resolve_device(run.train.device)
 
 
 def repair(cfg: dict[str, Any], run_dir: Path) -> list[str]:
@@ -175,27 +174,30 @@ def _clear_stale(run_dir: Path) -> None:
             p.unlink(missing_ok=True)
 
 
-def _train(cfg: dict[str, Any], run_dir: Path) -> dict[str, Any]:
+def _train(run: RunConfig, run_dir: Path) -> dict[str, Any]:
     from srr_bench.train import train
 
     ckpt = RunDir(run_dir).checkpoint
     if ckpt.exists():
         say(f"resuming from {ckpt.name} -> {run_dir}")
-    return train(cfg, run_dir)
+    return train(run, run_dir)
 
 
-def _place(cfg: dict[str, Any], job_num: int) -> tuple[dict[str, Any], Optional[Lock]]:
-    """``train.device: auto`` on a machine with several visible GPUs: claim one free GPU slot."""
-    if cfg["train"].get("device", "auto") != "auto":
-        return cfg, None
+def _place(run: RunConfig, job_num: int) -> tuple[RunConfig, Optional[Lock]]:
+    """``train.device: auto`` on a machine with several visible GPUs: claim one free GPU slot
+    (the run's device, not its identity: ``train.device`` is not hashed)."""
+    if run.train.device != "auto":
+        return run, None
     import torch
 
     n = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if n <= 1:
-        return cfg, None
+        return run, None
     index, slot = claim_gpu(n, first=job_num % n)
     torch.cuda.set_device(index)
-    return {**cfg, "train": {**cfg["train"], "device": f"cuda:{index}"}}, slot
+    device = f"cuda:{index}"
+    plain = {**run.plain, "train": {**run.plain["train"], "device": device}}
+    return run.model_copy(update=dict(train=run.train.model_copy(update=dict(device=device)), plain=plain)), slot
 
 
 def _measure(run_dir: Path, measure_cfg: dict[str, Any], device: Any) -> None:

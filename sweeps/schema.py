@@ -14,18 +14,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from srr_bench.config import ConfigError, check
+from srr_bench.config import ConfigError, RunConfig
 
 __all__ = ["ConfigError", "validate"]
 
 
 def _check_measures(measure: dict[str, Any], problems: list[str]) -> None:
+    """The measure names (registered, glob patterns, specifications) and settings (known keys,
+    types, ranges: ``measures.registry.validate_overrides``) of a typed-checked ``measure`` section."""
     from .state import measure_names, measure_settings
 
-    names = measure.get("names", "all")
-    if not (isinstance(names, str) or (isinstance(names, (list, tuple)) and all(isinstance(n, str) for n in names))):
-        problems.append(f"measure.names: expected 'all' or a list of measure names, got {names!r}")
-        return
     try:
         import measures
         from measures.registry import MeasureError, validate_overrides
@@ -33,22 +31,22 @@ def _check_measures(measure: dict[str, Any], problems: list[str]) -> None:
         return
     try:
         measures.select(measure_names(measure), list(measure.get("exclude") or []))
-        from measures.cli import check_ranges
-
-        check_ranges(validate_overrides(measure_settings(measure)))
+        validate_overrides(measure_settings(measure))
     except (MeasureError, KeyError, ValueError) as e:
         problems.append(f"measure: {e}")
 
 
-def validate(cfg: dict[str, Any], registries: bool = True, where: str = "") -> None:
-    """Check a plain composed config (``srr_bench.config.compose`` output); raise ``ConfigError``.
+def validate(cfg: dict[str, Any], registries: bool = True, where: str = "") -> RunConfig:
+    """Check a plain composed config (``srr_bench.config.compose`` output) and return it typed
+    (``RunConfig``); raise ``ConfigError`` listing every problem.
 
     ``registries=False`` skips the look-ups of model, data set, optimizer and measure names.
     """
-    check(cfg, registries=registries, where=where)
+    run = RunConfig.read(cfg, where=where, registries=registries)
     measure = cfg.get("measure")
     if registries and isinstance(measure, dict) and measure.get("enabled", True):
         problems: list[str] = []
         _check_measures(measure, problems)
         if problems:
             raise ConfigError(problems, where)
+    return run

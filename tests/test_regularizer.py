@@ -103,23 +103,23 @@ def test_core_srr_settings_are_the_measures_settings(overrides):
     core = srr_settings({**overrides, "sharpness.radius": 0.5})  # other groups: the measures' business
     assert core == {k: v for k, v in measure.items() if k not in ("seed", "version")}
     assert srr_settings({"srr": {"eps": 0.3, "cls": False}}) == srr_settings({"srr.eps": 0.3, "srr.cls": False})
-    with pytest.raises(SettingError, match="unknown setting 'srr.nope'; srr has: srr.chunk, srr.cls"):
+    with pytest.raises(SettingError, match="srr.nope: unknown key"):
         srr_settings({"srr.nope": 1})
     with pytest.raises(SettingError, match="setting 'srr.n_images': cannot read 'many' as int"):
         srr_settings({"srr.n_images": "many"})
 
 
 def test_layer_record_is_the_measure_on_its_seeded_subset(model_and_batch):
-    """The record draws the measure's subset (seed from measure.settings) and returns its per-layer values."""
+    """The record draws the measure's subset (its seed: measure.settings' seed) and returns its per-layer values."""
     model, x, y = model_and_batch
     model.train()
-    settings = {"seed": 3, "srr": {"normalize": "none"}}
-    record = layer_record(model, (x, y), settings, n_images=7)
+    settings = {"normalize": "none"}  # the run's srr section
+    record = layer_record(model, (x, y), settings, n_images=7, seed=3)
     assert model.training and all(m.training for m in model.modules())  # the caller's mode is restored
     ctx = MeasureContext(model, train=(x, y), seed=3)
     measured = MEASURES.get("srr")(ctx, {"srr.normalize": "none", "srr.n_images": 7}).extra
     assert record == {f"layer.{k[1:]}": v for k, v in measured.items() if k.startswith("L")}
-    other_subset = layer_record(model, (x, y), {**settings, "seed": 4}, n_images=7)
+    other_subset = layer_record(model, (x, y), settings, n_images=7, seed=4)
     assert other_subset["layer.1.R"] != record["layer.1.R"]
 
 
@@ -137,7 +137,7 @@ def test_bad_layer_choice_is_one_line(small_cfg):
         parse_layers(5, 4)
     with pytest.raises(RegularizerError, match="all, random or a layer number"):
         parse_layers("first", 4)
-    with pytest.raises(ConfigError, match=r"reg.layers=9: the model has layers 1..3"):
+    with pytest.raises(ConfigError, match=r"reg.layers: the model has layers 1..3, got 9"):
         validate(small_cfg("reg.alpha=0.1", "reg.layers=9"))
     with pytest.raises(ConfigError, match="reg.dtype"):
         validate(small_cfg("reg.alpha=0.1", "reg.dtype=float16"))
