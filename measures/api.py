@@ -27,6 +27,11 @@ from typing import Any, Iterable, Optional, Union
 import torch
 from torch import nn
 
+from srr_bench.device import resolve_device
+from srr_bench.rundir import HISTORY
+from srr_bench.rundir import MEASURES as MEASURES_FILE
+from srr_bench.settings import near
+
 from .context import MeasureContext, evaluation
 from .registry import MEASURES, Measure, MeasureError, validate_overrides
 from .specs import STUDY, expand, is_spec, resolve, study
@@ -53,16 +58,10 @@ def select(names: Optional[Iterable[str]] = None, exclude: Iterable[str] = ()) -
                 hits = [MEASURES.get(h) for h in (fnmatch.filter(known, pat) if any(c in pat for c in "*?[")
                                                   else [pat] if pat in known else [])]
             if not hits:
-                raise MeasureError(f"unknown measure {pat!r}; known: {', '.join(known)}")
+                raise MeasureError(f"unknown measure {pat!r}{near(pat, known)}; known: {', '.join(known)}")
             chosen += [h for h in hits if h.name not in {c.name for c in chosen}]
     dropped = {h for pat in exclude for h in fnmatch.filter([m.name for m in chosen], pat)}
     return [m for m in chosen if m.name not in dropped]
-
-
-def resolve_device(device: Union[str, torch.device]) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def run_context(run_dir: Union[str, os.PathLike], *, seed: int = 0, device: Any = "cpu",
@@ -80,7 +79,7 @@ def run_context(run_dir: Union[str, os.PathLike], *, seed: int = 0, device: Any 
 
     metrics = run.metrics or {}
     history = None
-    if (run.path / "history.csv").exists():
+    if (run.path / HISTORY).exists():
         history = run.history
     return MeasureContext(
         run.model("final"), lambda: run.model("init"),
@@ -124,7 +123,7 @@ def compute(
     overrides = validate_overrides({**settings, "seed": seed})
     device = resolve_device(device)
     is_run = isinstance(target, (str, os.PathLike))
-    path = Path(store) if store else (Path(target) / "measures.json" if is_run else None)
+    path = Path(store) if store else (Path(target) / MEASURES_FILE if is_run else None)
     st = Store.load(path) if path is not None else Store()
     write = (is_run or store is not None) if write is None else write
     if context and not isinstance(target, nn.Module):

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Optional
 
 from srr_bench.registry import Registry, RegistryError
-from srr_bench.srr import SettingError, coerce_setting
+from srr_bench.settings import SettingError, coerce_setting, near, validate_section
 
 NEEDS = ("train", "test", "init", "run", "probe", "grad")
 
@@ -34,6 +34,8 @@ NEEDS = ("train", "test", "init", "run", "probe", "grad")
 GLOBAL_SETTINGS: dict[str, Any] = {"seed": 0}
 # Settings of each group: {group: {key: default}}. Filled by the measure modules.
 SETTINGS: dict[str, dict[str, Any]] = {}
+# Groups whose settings have a schema with ranges (a pydantic model; e.g. srr: srr_bench.srr.SRRSettings).
+SCHEMAS: dict[str, Any] = {}
 
 
 class MeasureError(RuntimeError):
@@ -101,10 +103,17 @@ class Measure:
 MEASURES: Registry[Measure] = Registry("measure")
 
 
-def settings_group(group: str, **defaults: Any) -> None:
-    """Declare a settings group and its defaults (once per group)."""
+def settings_group(group: str, schema: Any = None, **defaults: Any) -> None:
+    """Declare a settings group and its defaults (once per group).
+
+    ``schema``: a pydantic model of the group (``srr_bench.settings.Section``) whose defaults
+    are the group's and whose ranges and choices every override is checked against;
+    without one, values are read as their default's type and numbers must be finite."""
     if group in SETTINGS:
         raise RegistryError(f"settings group {group!r} is already declared")
+    if schema is not None:
+        defaults = {**schema().model_dump(), **defaults}
+        SCHEMAS[group] = schema
     SETTINGS[group] = defaults
 
 
@@ -146,22 +155,31 @@ def known_setting_keys() -> list[str]:
     return sorted(keys + list(GLOBAL_SETTINGS) + ["size_adjusted"])
 
 
+def default_of(key: str) -> Any:
+    """The default of setting ``group.key`` (or a global one); one-line MeasureError if unknown."""
+    if key in GLOBAL_SETTINGS:
+        return GLOBAL_SETTINGS[key]
+    if key == "size_adjusted":  # a switch every size-adjustable measure reads (Measure.settings)
+        return False
+    group, _, k = key.partition(".")
+    if group not in SETTINGS or k not in SETTINGS[group]:
+        close = [c for c in known_setting_keys() if c.startswith(group + ".")]
+        hint = (f"{near(key, close)}; {group} has: {', '.join(close)}" if close
+                else f"{near(group, SETTINGS)}; groups: {', '.join(sorted(SETTINGS))}")
+        raise MeasureError(f"unknown setting {key!r}{hint}")
+    return SETTINGS[group][k]
+
+
 def validate_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """Check that every key is a known setting and coerce values to the default's type."""
-    out: dict[str, Any] = {}
-    for key, value in overrides.items():
-        if key in GLOBAL_SETTINGS:
-            default = GLOBAL_SETTINGS[key]
-        elif key == "size_adjusted":
-            default = False
-        else:
-            group, _, k = key.partition(".")
-            if group not in SETTINGS or k not in SETTINGS[group]:
-                close = [c for c in known_setting_keys() if c.startswith(group + ".")]
-                hint = f"; {group} has: {', '.join(close)}" if close else f"; groups: {', '.join(sorted(SETTINGS))}"
-                raise MeasureError(f"unknown setting {key!r}{hint}")
-            default = SETTINGS[group][k]
-        out[key] = _coerce(key, value, default)
+    """Check that every key is a known setting, read values as the default's type, and check
+    each group's values against its schema's ranges (``SCHEMAS``); one-line MeasureError."""
+    out = {key: _coerce(key, value, default_of(key)) for key, value in overrides.items()}
+    for group in {k.partition(".")[0] for k in out} & set(SCHEMAS):
+        mine = {k.partition(".")[2]: v for k, v in out.items() if k.partition(".")[0] == group}
+        try:
+            validate_section(SCHEMAS[group], {**SETTINGS[group], **mine}, group)
+        except SettingError as e:
+            raise MeasureError(str(e)) from None
     return out
 
 

@@ -38,7 +38,10 @@ import re
 from dataclasses import replace
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
-from .registry import GLOBAL_SETTINGS, MEASURES, SETTINGS, Measure, MeasureError, validate_overrides
+from srr_bench.settings import near
+from srr_bench.settings import read_setting as read_value  # the one reader of a setting's text
+
+from .registry import GLOBAL_SETTINGS, MEASURES, SETTINGS, Measure, MeasureError, default_of, validate_overrides  # noqa: F401
 
 # The settings grids of the sensitivity study: {measure: [grid, ...]}, each grid {key: values}
 # (keys of the measure's group); a measure's specifications are the union of its grids'
@@ -74,32 +77,6 @@ def is_spec(name: str) -> bool:
     return bool(m) and ("=" in m["body"] or m["measure"] in MEASURES)
 
 
-def default_of(key: str) -> Any:
-    """The default of setting ``group.key`` (or a global one); MeasureError if unknown."""
-    if key in GLOBAL_SETTINGS:
-        return GLOBAL_SETTINGS[key]
-    if key == "size_adjusted":  # a switch every size-adjustable measure reads (registry.Measure.settings)
-        return False
-    group, _, k = key.partition(".")
-    validate_overrides({key: None})  # one-line error for an unknown key
-    return SETTINGS[group][k]
-
-
-def read_value(text: str, default: Any = None) -> Any:
-    """A setting's value from text, as the type of its default: a string setting keeps the text
-    (``normalize=none`` is the string "none"); otherwise none/null is None and numbers and
-    booleans are read as JSON (``validate_overrides`` then coerces them)."""
-    text = text.strip()
-    if isinstance(default, str):
-        return text
-    if text.lower() in ("none", "null"):
-        return None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
-
-
 def format_value(v: Any) -> str:
     """Canonical text of a setting value: true/false, none, integers as is, floats as the
     shortest text that reads back exactly (``0.05``, ``1e-05``) without a trailing ``.0``."""
@@ -128,7 +105,7 @@ def specify(m: Measure, settings: Mapping[str, Any]) -> Measure:
     wanted = dict(m.fixed)  # the registered measure's fixed settings and m's own
     for k, v in settings.items():
         if k not in own:
-            raise MeasureError(f"{base.name}: no setting {k!r}; {base.group} has: {', '.join(sorted(own))}")
+            raise MeasureError(f"{base.name}: no setting {k!r}{near(k, own)}; {base.group} has: {', '.join(sorted(own))}")
         wanted[k] = validate_overrides({f"{base.group}.{k}": v})[f"{base.group}.{k}"]
     differ = {k: v for k, v in wanted.items() if v != own[k]}
     name = base.name + ("[" + ",".join(f"{k}={format_value(v)}" for k, v in sorted(differ.items())) + "]"
@@ -156,7 +133,8 @@ def resolve(name: str) -> Measure:
     """The specification named ``name`` (any key order or value spelling), canonically named."""
     base, texts = split(name)
     if base not in MEASURES:
-        raise MeasureError(f"unknown measure {base!r} in {name!r}; known: {', '.join(MEASURES.names())}")
+        raise MeasureError(f"unknown measure {base!r} in {name!r}{near(base, MEASURES.names())}; "
+                           f"known: {', '.join(MEASURES.names())}")
     m = MEASURES.get(base)
     return specify(m, {k: read_value(v, default_of(f"{m.group}.{k}") if k in SETTINGS.get(m.group, {}) else None)
                        for k, v in texts.items()})

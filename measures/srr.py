@@ -26,13 +26,14 @@ from typing import Any
 from torch import Tensor
 
 from srr_bench.srr import (  # noqa: F401  (check_settings, layer_bases, layer_tokens, orthonormal: old import path)
-    COMPONENTS, SRR_SETTINGS, SettingError, check_settings, layer_bases, layer_tokens, orthonormal, srr_per_image,
+    COMPONENTS, SRR_SETTINGS, SRRSettings, SettingError, check_settings, layer_bases, layer_tokens, orthonormal,
+    srr_per_image,
 )
 
 from .context import MeasureContext
 from .registry import MeasureError, Result, measure, settings_group
 
-settings_group("srr", **SRR_SETTINGS)
+settings_group("srr", schema=SRRSettings)  # the core's defaults and ranges (SRR_SETTINGS)
 
 
 def per_image(ctx: MeasureContext, s: dict[str, Any]) -> tuple[dict[str, Tensor], int]:

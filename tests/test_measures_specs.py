@@ -141,11 +141,14 @@ def test_grid_cli_computes_each_point_as_its_spec_and_collect_gives_columns(run,
 @pytest.mark.parametrize("args, message", [
     (["--grid", "srr.eps=abc"], "cannot read 'abc' as float"),
     (["--grid", "srr.nope=1,2"], "unknown setting 'srr.nope'"),
-    (["--grid", "srr.eps=-1,0.1"], "'srr.eps' must be positive"),
+    (["--grid", "srr.eps=-1,0.1"], "srr.eps:"),
+    (["--grid", "srr.eps=inf,0.1"], "'srr.eps': must be a finite number, got inf"),
     (["--grid", "srr.eps"], "--grid needs GROUP.KEY=V1,V2"),
     (["--grid", "path_norm.q=1,2"], "no selected measure reads the settings group(s) path_norm"),
     (["--grid", "srr.eps=0.1,0.5", "--eps", "0.2"], "srr.eps: set and varied by --grid at once"),
-    (["--measures", "srr[eps=-0.5]"], "'srr.eps' must be positive")])
+    (["--measures", "srr[eps=-0.5]"], "srr.eps:"),
+    (["--measures", "srr[eps=inf]"], "'srr.eps': must be a finite number, got inf"),
+    (["--measures", "srr[normalize=tokens]"], "srr.normalize:")])
 def test_grid_cli_refuses_bad_input_in_one_line(run, capsys, args, message):
     assert main([str(run), "--measures", "srr", *args, "-q"]) == 2
     err = capsys.readouterr().err.strip()
