@@ -42,6 +42,7 @@ from analysis.collect import parse_measure_column
 from analysis.correlate import correlate
 from analysis.schema import GEN, MEASURE, AnalysisError, measure_columns
 from analysis.tables import fmt
+from srr_bench.rundir import MEASURES
 
 GAPS = ("gen.gap_acc", "gen.gap_loss")
 VALUE = "value"  # the pseudo-setting: which value of a specification (main / mean / last ...)
@@ -83,7 +84,7 @@ def stored_defaults(df: pd.DataFrame, measure: str) -> dict:
     directory of ``df`` that has them; {} when none can be read."""
     for d in df.get("run_dir", pd.Series(dtype=object)).dropna():
         try:
-            settings = json.loads((Path(str(d)) / "measures.json").read_text()).get("settings", {})
+            settings = json.loads((Path(str(d)) / MEASURES).read_text()).get("settings", {})
         except (OSError, ValueError, AttributeError):
             continue
         if isinstance(settings, dict) and isinstance(settings.get(measure), dict):

@@ -9,7 +9,6 @@ measures, analysis).
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import time
@@ -26,13 +25,18 @@ def _train_grid(out: Path, extra: list[str]) -> int:
 
 
 def summary(out: Path) -> str:
-    from srr_bench.runs import find_runs
+    from srr_bench.io import RunFileError
+    from srr_bench.rundir import FAILURE, HPARAMS, METRICS, RunDir, find_runs
 
     rows = []
-    for run in find_runs(out):
-        m = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").exists() else None
-        hp = json.loads((run / "hparams.json").read_text()) if (run / "hparams.json").exists() else {}
-        status = m["status"] if m else ("failed" if (run / "failure.json").exists() else "unfinished")
+    for path in find_runs(out):
+        run = RunDir(path)
+        try:
+            m = run.read_metrics() if run.has(METRICS) else None
+            hp = run.read_hparams() if run.has(HPARAMS) else {}
+        except RunFileError:  # srr-status names the file and the fix
+            m, hp = None, {}
+        status = m["status"] if m else ("failed" if run.has(FAILURE) else "unfinished")
         acc = f"{m['train_acc']:.3f} {m['test_acc']:.3f} {m['gap_acc']:+.3f}" if m and m["status"] == "done" else "-"
         rows.append(f"| {hp.get('variant', '?'):8s} | {hp.get('lr', '?'):<6} | {hp.get('dropout', '?'):<4} | {status:8s} | {acc} |")
     head = "| variant  | lr     | drop | status   | train test gap |\n|---|---|---|---|---|"

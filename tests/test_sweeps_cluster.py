@@ -288,7 +288,7 @@ def test_ray_sweep_completes_resumes_a_killed_worker_and_matches_the_basic_launc
             os.killpg(proc.pid, signal.SIGKILL)
     text = log.read_text()
     assert launched(text) == 2
-    assert f"resuming from checkpoint.pt -> {run}" in text  # Ray reran the task; it resumed
+    assert f"resuming from {CHECKPOINT} -> {run}" in text  # Ray reran the task; it resumed
     assert metrics(sweep) == reference
     r = srr_train("-m", f"hydra.sweep.dir={sweep}", *GRID, SEEDS, *ray, cwd=tmp_path)
     assert r.returncode == 0 and "nothing to dispatch: all 2 runs are finished" in r.stderr
