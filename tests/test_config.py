@@ -113,6 +113,22 @@ def test_srr_settings_live_in_the_srr_section_not_in_measure_settings():
         compose(["experiment=reg_cifar10_small", "srr.eps=-1"])
 
 
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in (ROOT / "sweeps" / "conf" / "experiment").glob("*.yaml")))
+def test_measure_none_turns_the_measures_off_in_every_experiment(experiment):
+    """An experiment file may choose measures but not switch them back on after measure=none."""
+    assert compose([f"experiment={experiment}", "measure=none"], validate=False)["measure"]["enabled"] is False
+
+
+def test_a_device_the_machine_lacks_stops_the_sweep_before_any_job(tmp_path):
+    import torch
+
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    r = run("-m", "sweeps.cli", "-m", f"hydra.sweep.dir={tmp_path / 'sweep'}", f"train.device=cuda:{max(99, n)}",
+            "seed=0,1", cwd=tmp_path)
+    assert r.returncode == 2 and "nothing was started" in r.stderr and "train.device:" in r.stderr
+    assert not list((tmp_path / "sweep").glob("*/config.yaml"))  # no job ran
+
+
 def test_measure_settings_out_of_range_are_refused_by_the_check():
     pytest.importorskip("measures")
     with pytest.raises(ConfigError, match="sharpness.radius") as e:

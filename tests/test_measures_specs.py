@@ -138,6 +138,16 @@ def test_grid_cli_computes_each_point_as_its_spec_and_collect_gives_columns(run,
     assert df.loc[0, "measure.srr[eps=0.05]"] == out["values"]["srr[eps=0.05]"]
 
 
+def test_a_specification_with_several_settings_is_one_name_on_the_command_line(run):
+    """The README's form: commas inside the brackets belong to the specification, those outside
+    separate names (it used to answer "unknown measure 'srr[eps=0.05'")."""
+    from srr_bench.settings import split_list
+
+    assert split_list("srr[eps=0.05,representation=z_half], l2 ,") == ["srr[eps=0.05,representation=z_half]", "l2"]
+    assert main([str(run), "--measures", "srr[representation=z_half,eps=0.05],l2", *FEW]) == 0
+    assert {"srr[eps=0.05,representation=z_half]", "l2"} <= set(read(run)["values"])
+
+
 @pytest.mark.parametrize("args, message", [
     (["--grid", "srr.eps=abc"], "cannot read 'abc' as float"),
     (["--grid", "srr.nope=1,2"], "unknown setting 'srr.nope'"),
