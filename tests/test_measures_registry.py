@@ -147,10 +147,13 @@ def test_selection_by_name_and_pattern_and_unknown_names():
 def test_settings_are_validated_and_coerced():
     assert validate_overrides({"srr.n_images": "64", "srr.cls": "false", "srr.eps": "0.2"}) == {
         "srr.n_images": 64, "srr.cls": False, "srr.eps": 0.2}
-    with pytest.raises(MeasureError, match="unknown setting 'srr.nope'; srr has: "):
+    with pytest.raises(MeasureError, match="unknown setting 'srr.nope'.*; srr has: "):
         validate_overrides({"srr.nope": 1})
     with pytest.raises(MeasureError, match="cannot read"):
         validate_overrides({"srr.n_images": "many"})
+    for bad in ({"srr.eps": "inf"}, {"srr.eps": -1}, {"srr.normalize": "tokens"}, {"sharpness.radius": "nan"}):
+        with pytest.raises(MeasureError, match=next(iter(bad))):  # ranges: the group's schema; numbers finite
+            validate_overrides(bad)
     m = MEASURES.get("srr_ref")
     s = m.settings({"srr.representation": "z_half", "srr.eps": 0.3})
     assert s["representation"] == "mssa_in" and s["eps"] == 0.3  # a variant's fixed settings win

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from srr_bench.config import CONF_DIR, compose, register_resolvers
+from srr_bench.config import CONF_DIR, RunConfig, compose, register_resolvers
 from srr_bench.runs import run_id
 from sweeps import grid
 from srr_bench import locking
@@ -253,11 +253,13 @@ def test_auto_device_claims_a_free_gpu_when_there_are_several(monkeypatch, tmp_p
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
     monkeypatch.setattr(torch.cuda, "set_device", lambda i: None)
     monkeypatch.setattr(locking, "slot_dir", lambda: tmp_path)
-    cfg = {"train": {"device": "auto"}}
-    first, l1 = runner._place(cfg, job_num=4)
-    second, l2 = runner._place(cfg, job_num=4)
-    assert first["train"]["device"] == "cuda:1" and second["train"]["device"] == "cuda:2"
-    assert runner._place({"train": {"device": "cpu"}}, job_num=0) == ({"train": {"device": "cpu"}}, None)
+    run = RunConfig.read(compose([]))  # train.device: auto
+    first, l1 = runner._place(run, job_num=4)
+    second, l2 = runner._place(run, job_num=4)
+    assert first.train.device == "cuda:1" and second.train.device == "cuda:2"
+    assert first.plain["train"]["device"] == "cuda:1" and first.run_id == run.run_id  # the device is not the identity
+    pinned = RunConfig.read(compose(["train.device=cpu"]))
+    assert runner._place(pinned, job_num=0) == (pinned, None)
     l1.release()
     l2.release()
 

@@ -19,6 +19,7 @@ import pytest
 import torch
 import yaml
 
+from srr_bench.rundir import CHECKPOINT, METRICS
 from sweeps.state import complete, run_state
 from sweeps.status import find_run_dirs, sweep_status
 
@@ -77,7 +78,7 @@ def assert_nothing_corrupt(sweep: Path) -> None:
 
 def resumable(run: Path) -> bool:
     """An unfinished run that a relaunch resumes rather than restarts."""
-    return (run / "checkpoint.pt").exists() and not (run / "metrics.json").exists()
+    return (run / CHECKPOINT).exists() and not (run / METRICS).exists()
 
 
 @pytest.mark.slow
@@ -120,11 +121,11 @@ def test_sigkilled_sweep_relaunched_ends_as_an_uninterrupted_one(tmp_path):
 
     assert 0 < len(finished) < 8
     run_to_end(out, log)
-    assert "resuming from checkpoint.pt" in log.read_text()
+    assert f"resuming from {CHECKPOINT}" in log.read_text()
     for run, files in finished.items():
         assert fingerprint(run) == files, f"finished run {run.name} was touched"
     assert_nothing_corrupt(out)
-    assert not list(out.rglob(".*.tmp")) and not list(out.rglob("checkpoint.pt"))
+    assert not list(out.rglob(".*.tmp")) and not list(out.rglob(CHECKPOINT))
     assert sweep_status(out)["counts"]["done"] == 8
     import pandas.testing
 
