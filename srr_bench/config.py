@@ -195,13 +195,10 @@ class RunConfig(Section):
         """Check ``cfg`` (raises ``ConfigError`` listing every problem) and return it typed.
 
         ``registries=False`` skips the look-ups of model, data set and optimizer names."""
-        problems = _problems(cfg, registries)
+        typed, problems = _read(cfg, registries)
         if problems:
             raise ConfigError(problems, where)
-        optim_cls = OPTIM_CONFIGS.get(cfg["optim"]["name"], OptimConfig)
-        typed = {k: cfg[k] for k in cfg if k in cls.model_fields}
-        typed["optim"] = optim_cls.model_validate(cfg["optim"])
-        return cls.model_validate({**typed, "plain": dict(cfg)})
+        return cls.model_validate({**typed, "seed": cfg["seed"], "plain": dict(cfg)})  # sections: checked once
 
     @cached_property
     def run_id(self) -> str:
@@ -218,10 +215,11 @@ class RunConfig(Section):
         return self.reg is not None and self.reg.alpha > 0
 
 
-def _problems(cfg: Any, registries: bool) -> list[str]:
-    """Every problem of a plain composed config, one line each."""
+def _read(cfg: Any, registries: bool) -> tuple[dict[str, Section], list[str]]:
+    """The typed sections of a plain composed config, and every problem, one line each."""
     if not isinstance(cfg, Mapping):
-        return [f"config: expected a mapping, got {type(cfg).__name__}"]
+        return {}, [f"config: expected a mapping, got {type(cfg).__name__}"]
+    typed: dict[str, Section] = {}
     problems: list[str] = []
     sections = {"seed": None, "model": ModelSection, "data": DataSection, "optim": None, "train": TrainConfig,
                 "reg": RegConfig, "measure": MeasureConfig, "srr": SRRSettings}
@@ -232,7 +230,7 @@ def _problems(cfg: Any, registries: bool) -> list[str]:
         if key not in cfg and key not in OPTIONAL_SECTIONS:
             problems.append(f"{key}: missing (the shipped config tree sets every key: sweeps/conf)")
     if problems:
-        return problems
+        return typed, problems
     if isinstance(cfg["seed"], bool) or not isinstance(cfg["seed"], int):
         problems.append(f"seed: expected an integer, got {cfg['seed']!r}")
     optim = cfg["optim"]
@@ -246,7 +244,7 @@ def _problems(cfg: Any, registries: bool) -> list[str]:
             problems += [f"model.{k}: set by the data set, not by the config" for k in derived]
             values = {k: v for k, v in values.items() if k not in DATA_DERIVED_MODEL_KEYS}
         try:
-            validate_section(schema, values, key)
+            typed[key] = validate_section(schema, values, key)
         except SettingError as e:
             problems += [p if p.startswith(key) else f"{key}: {p}" for p in e.problems]
     reg, model = cfg.get("reg"), cfg.get("model")
@@ -264,12 +262,12 @@ def _problems(cfg: Any, registries: bool) -> list[str]:
             if isinstance(value, str) and value not in registry:
                 problems.append(f"{section}.name: unknown {registry.kind} {value!r}{near(value, registry.names())}; "
                                 f"known: {', '.join(registry.names())}")
-    return problems
+    return typed, problems
 
 
 def check(cfg: Mapping[str, Any], registries: bool = True, where: str = "") -> None:
     """Check a plain composed config; raise ``ConfigError`` listing every problem."""
-    problems = _problems(cfg, registries)
+    problems = _read(cfg, registries)[1]
     if problems:
         raise ConfigError(problems, where)
 

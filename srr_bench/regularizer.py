@@ -26,7 +26,6 @@ subspaces U^ℓ (the attention's qkv weights): "add the term to the loss".
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional, Union
 
@@ -34,14 +33,17 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .config import RegConfig
 from .rates import srr_terms
 from .seeding import subset_indices
+from .settings import validate_section
 from .srr import layer_bases, layer_tokens, srr_per_image, srr_settings
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 LAYER_CHOICES = ("all", "random")
+PYTHON_DEFAULTS = dict(alpha=0.0, layers="all", dtype="float32", detach_u=False)  # from_config given a plain mapping
 
 
 class RegularizerError(ValueError):
@@ -84,17 +86,12 @@ class SRRRegularizer:
         The layer number is checked against the built model's depth."""
         if reg is None:
             return None
-        get = reg.get if isinstance(reg, Mapping) else (lambda k, d=None: getattr(reg, k))
-        alpha = float(get("alpha", 0.0) or 0.0)
-        if alpha == 0.0:
+        if isinstance(reg, Mapping):  # from Python: the run config's schema, missing keys as the shipped tree's
+            reg = validate_section(RegConfig, {**PYTHON_DEFAULTS, **reg}, "reg")
+        if reg.alpha == 0.0:
             return None
-        if not alpha > 0 or not math.isfinite(alpha):
-            raise RegularizerError(f"reg.alpha must be a finite number >= 0, got {alpha}")
-        dtype = get("dtype", "float32")
-        if dtype not in DTYPES:
-            raise RegularizerError(f"reg.dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-        return cls(alpha, parse_layers(get("layers", "all"), depth), srr_settings(srr), depth, int(seed),
-                   DTYPES[dtype], bool(get("detach_u", False)))
+        return cls(reg.alpha, parse_layers(reg.layers, depth), srr_settings(srr), depth, int(seed),
+                   DTYPES[reg.dtype], reg.detach_u)
 
     def layer_set(self, step: int) -> list[int]:
         """0-based indices of S at optimisation step ``step``."""
