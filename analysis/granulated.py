@@ -26,8 +26,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analysis.kendall import concordance
-from analysis.schema import Design
+from analysis.kendall import concordance, dense_rank, ranked_concordance
+from analysis.schema import Design, valid_groups
 
 
 @dataclass(frozen=True)
@@ -45,12 +45,13 @@ def group_taus(x, y, group, n_groups: int, axis_code, origin=None):
     Returns ``(tau, valid)``, arrays of length ``n_groups``. ``tau`` of an invalid group
     is meaningless (NaN or a value that must be ignored).
     """
-    group = np.asarray(group, np.int64)
-    axis_code = np.asarray(axis_code, np.int64)
-    k = int(axis_code.max()) + 1 if axis_code.size else 1
-    distinct = np.bincount(np.unique(group * k + axis_code) // k, minlength=n_groups)
     tau = concordance(x, y, group, n_groups, origin=origin).tau
-    return tau, distinct >= 2
+    return tau, valid_groups(group, n_groups, axis_code)
+
+
+def _psi(tau: np.ndarray, valid: np.ndarray) -> tuple[float, int]:
+    k = int(valid.sum())
+    return (float(tau[valid].mean()) if k else float("nan")), k
 
 
 def psi_for_axis(x, y, design: Design, a: int, rows=None, origin=None) -> tuple[float, int]:
@@ -63,9 +64,7 @@ def psi_for_axis(x, y, design: Design, a: int, rows=None, origin=None) -> tuple[
     code = design.codes[:, a]
     if rows is not None:
         group, code = group[rows], code[rows]
-    tau, valid = group_taus(x, y, group, G, code, origin=origin)
-    k = int(valid.sum())
-    return (float(tau[valid].mean()) if k else float("nan")), k
+    return _psi(*group_taus(x, y, group, G, code, origin=origin))
 
 
 def granulated_kendall(measure, gap, design: Design) -> Granulated:
@@ -73,6 +72,7 @@ def granulated_kendall(measure, gap, design: Design) -> Granulated:
 
     ``measure`` and ``gap`` are aligned with the rows the design was built from. Rows
     where either is NaN are dropped (documented convention, see the module docstring).
+    The ranks and the order by (measure, gap) are computed once and shared by the axes.
     """
     x = np.asarray(measure, float)
     y = np.asarray(gap, float)
@@ -80,7 +80,20 @@ def granulated_kendall(measure, gap, design: Design) -> Granulated:
     rows = None if keep.all() else np.flatnonzero(keep)
     xs, ys = (x, y) if rows is None else (x[rows], y[rows])
     psi, ngroups = {}, {}
+    if len(xs):
+        rx, ry = dense_rank(xs), dense_rank(ys)
+        by_xy = np.lexsort((ry, rx))
     for a, name in enumerate(design.axes):
-        psi[name], ngroups[name] = psi_for_axis(xs, ys, design, a, rows=rows)
+        group, G = design.other_groups[a]
+        if rows is None:
+            valid = design.valid_groups[a]
+        else:
+            group = group[rows]
+            valid = valid_groups(group, G, design.codes[rows, a])
+        if not len(xs):
+            psi[name], ngroups[name] = float("nan"), 0
+            continue
+        tau = ranked_concordance(rx, ry, group, G, by_xy).tau
+        psi[name], ngroups[name] = _psi(tau, valid)
     vals = [v for v in psi.values() if not np.isnan(v)]
     return Granulated(psi, ngroups, float(np.mean(vals)) if vals else float("nan"))

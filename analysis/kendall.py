@@ -11,9 +11,10 @@ count 0 and there is no tie correction (this is τ-a). A constant measure gives 
 equals ``scipy.stats.kendalltau`` and is NaN when x or y is constant (scipy's convention).
 
 C − D = n0 − n1 − n2 + n3 − 2·dis (n3: pairs tied in both; dis: discordant pairs), with
-``dis`` counted as inversions of a merge sort (Knight 1966). The merge is bottom-up and
-vectorised with numpy, and it runs on many independent groups at once (the granulated τ
-and the bootstrap use this): keys are offset by group, so pairs never cross groups.
+``dis`` counted as the inversions of a merge sort (Knight 1966), compiled
+(:func:`analysis.kernels.group_concordance`). It runs on many independent groups at once
+(the granulated τ and the bootstrap use this): rows are sorted by group, then x, then y,
+and pairs never cross groups.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy.stats import norm
+
+from analysis.kernels import group_concordance, stable_group_order
 
 
 @dataclass(frozen=True)
@@ -61,45 +64,14 @@ def dense_rank(x: np.ndarray) -> np.ndarray:
     return inv.reshape(-1).astype(np.int64)
 
 
-def _runs(*sorted_keys: np.ndarray) -> np.ndarray:
-    """Start index of each run of equal consecutive tuples in already sorted key arrays."""
-    n = len(sorted_keys[0])
-    change = np.zeros(n, bool)
-    change[:1] = True
-    for k in sorted_keys:
-        change[1:] |= k[1:] != k[:-1]
-    return np.flatnonzero(change)
-
-
-def _tied_pairs_by_group(group: np.ndarray, *keys: np.ndarray, n_groups: int) -> np.ndarray:
-    """Σ t(t−1)/2 over runs of equal (group, *keys), per group; input sorted by them."""
-    starts = _runs(group, *keys)
-    t = np.diff(np.append(starts, len(group)))
+def tied_pairs_by_group(group: np.ndarray, key: np.ndarray, n_groups: int) -> np.ndarray:
+    """Σ t(t−1)/2 over runs of equal (group, key), per group; input sorted by them."""
+    n = len(group)
+    change = np.ones(n, bool)
+    change[1:] = (group[1:] != group[:-1]) | (key[1:] != key[:-1])
+    starts = np.flatnonzero(change)
+    t = np.diff(np.append(starts, n))
     return np.bincount(group[starts], weights=t * (t - 1) / 2, minlength=n_groups)
-
-
-def _inversions_by_group(a: np.ndarray, group_of_value: np.ndarray, n_groups: int) -> np.ndarray:
-    """Number of pairs s < t with a[s] > a[t], attributed to the group of a[t].
-
-    ``a`` holds dense ranks 0..n-1 whose order is group-major, so no inversion crosses a
-    group boundary. Bottom-up merge sort: at width w, every element of a right block counts
-    the larger elements of its left partner block with one global ``searchsorted``.
-    """
-    n = len(a)
-    dis = np.zeros(n_groups)
-    pos = np.arange(n)
-    w = 1
-    while w < n:
-        pair = pos // (2 * w)
-        right = ((pos // w) & 1).astype(bool)
-        k = pair * n + a  # (n,) sortable key: block pair first, then value
-        left = k[~right]  # globally sorted: pair-major, each left block sorted
-        rp = pair[right]
-        greater = rp * w + w - np.searchsorted(left, k[right], side="right")
-        dis += np.bincount(group_of_value[a[right]], weights=greater, minlength=n_groups)
-        a = np.sort(k, kind="stable") - pair * n  # merge each pair of blocks
-        w *= 2
-    return dis
 
 
 def concordance(x, y, groups=None, n_groups: int | None = None, origin=None) -> Concordance:
@@ -123,29 +95,24 @@ def concordance(x, y, groups=None, n_groups: int | None = None, origin=None) -> 
         z = np.zeros(G)
         return Concordance(z, z, z, z, z)
     rx, ry = dense_rank(x), dense_rank(y)
-    order = np.lexsort((ry, rx, g))  # by group, then x, then y
+    return ranked_concordance(rx, ry, g, G, np.lexsort((ry, rx)), origin)
+
+
+def ranked_concordance(rx, ry, g, n_groups: int, by_xy, origin=None) -> Concordance:
+    """:func:`concordance` from dense ranks; ``by_xy`` is the order of the rows by (rx, ry),
+    which several groupings of the same measure can share."""
+    order = by_xy[stable_group_order(g[by_xy], n_groups)]  # by group, then x, then y
     g, rx, ry = g[order], rx[order], ry[order]
-
-    n_per = np.bincount(g, minlength=G).astype(float)
-    x_ties = _tied_pairs_by_group(g, rx, n_groups=G)
-    xy_ties = _tied_pairs_by_group(g, rx, ry, n_groups=G)
-    my = int(ry.max()) + 1
-    ykey = g * my + ry  # group-major y key, in (group, x, y) order
-    ys = np.sort(ykey)
-    y_ties = _tied_pairs_by_group(ys // my, ys % my, n_groups=G)
-    a = dense_rank(ykey)
-    group_of_value = np.empty(a.max() + 1, np.int64)
-    group_of_value[a] = g
-    dis = _inversions_by_group(a, group_of_value, G)
-
+    size, x_ties, y_ties, xy_ties, dis = group_concordance(g, rx, ry, n_groups)
+    n_per = size.astype(float)
     tot = n_per * (n_per - 1) / 2
-    cmd = tot - x_ties - y_ties + xy_ties - 2 * dis
+    cmd = tot - x_ties - y_ties + xy_ties - 2.0 * dis
     pairs = tot.copy()
     if origin is not None:
         o = np.asarray(origin, np.int64)[order]
         oo = np.lexsort((o, g))
-        pairs -= _tied_pairs_by_group(g[oo], o[oo], n_groups=G)
-    return Concordance(n_per, pairs, cmd, x_ties, y_ties)
+        pairs -= tied_pairs_by_group(g[oo], o[oo], n_groups=n_groups)
+    return Concordance(n_per, pairs, cmd, x_ties.astype(float), y_ties.astype(float))
 
 
 def kendall_tau(x, y) -> float:

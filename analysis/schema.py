@@ -127,6 +127,15 @@ def row_ids(codes: np.ndarray) -> tuple[np.ndarray, int]:
     return inv, int(inv.max()) + 1 if inv.size else 0
 
 
+def valid_groups(group, n_groups: int, axis_code) -> np.ndarray:
+    """Whether the axis takes ≥ 2 distinct values in each group."""
+    group = np.asarray(group, np.int64)
+    axis_code = np.asarray(axis_code, np.int64)
+    k = int(axis_code.max()) + 1 if axis_code.size else 1
+    distinct = np.bincount(np.unique(group * k + axis_code) // k, minlength=n_groups)
+    return distinct >= 2
+
+
 @dataclass(frozen=True)
 class Design:
     """The hyperparameter design of a table: its axes and their integer codes.
@@ -186,6 +195,11 @@ class Design:
     def other_groups(self) -> list[tuple[np.ndarray, int]]:
         """:meth:`groups_without` for every axis, computed once."""
         return [self.groups_without(a) for a in range(len(self.axes))]
+
+    @cached_property
+    def valid_groups(self) -> list[np.ndarray]:
+        """Per axis: whether each group of :attr:`other_groups` holds ≥ 2 of its values."""
+        return [valid_groups(g, G, self.codes[:, a]) for a, (g, G) in enumerate(self.other_groups)]
 
     def take(self, rows: np.ndarray) -> "Design":
         """The design restricted to (or resampled along) ``rows``."""

@@ -29,35 +29,28 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from analysis.kernels import environment_pairs, environment_sums
 from analysis.schema import AnalysisError, Design
+
+
+_CHUNK = 1 << 16
 
 
 def hoeffding_weight(delta_gap, n, min_weight: float = 0.5) -> np.ndarray:
     """RGM's weight ``(max(0, 1 − 2 exp(−2n(|Δg|/2)²))² − min_weight)₊``."""
-    d = np.abs(np.asarray(delta_gap, float))
-    w = np.maximum(0.0, 1.0 - 2.0 * np.exp(-2.0 * np.asarray(n, float) * (d / 2) ** 2)) ** 2
-    return np.maximum(w - min_weight, 0.0)
+    d, n = np.broadcast_arrays(np.abs(np.asarray(delta_gap, float)), np.asarray(n, float))
+    out = np.empty(d.shape)
+    flat_d, flat_n, flat_out = d.reshape(-1), n.reshape(-1), out.reshape(-1)
+    for s in range(0, flat_d.size, _CHUNK):  # in blocks that stay in cache
+        dd, nn = flat_d[s:s + _CHUNK], flat_n[s:s + _CHUNK]
+        w = np.maximum(0.0, 1.0 - 2.0 * np.exp(-2.0 * nn * (dd / 2) ** 2)) ** 2
+        flat_out[s:s + _CHUNK] = np.maximum(w - min_weight, 0.0)
+    return out
 
 
 def sign_error(m1, m2, g1, g2) -> np.ndarray:
     """``(1 − sign(m1 − m2)·sign(g1 − g2)) / 2`` elementwise."""
     return (1.0 - np.sign(np.subtract(m1, m2)) * np.sign(np.subtract(g1, g2))) / 2.0
-
-
-def within_group_pairs(group: np.ndarray, code: np.ndarray):
-    """All pairs (i, j) of rows in the same group whose ``code`` differs, with code_i < code_j."""
-    order = np.lexsort((code, group))
-    g, c = group[order], code[order]
-    n = len(order)
-    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]]) if n else np.zeros(0, int)
-    ends = np.r_[starts[1:], n]
-    end_of_row = np.repeat(ends, ends - starts)
-    count = end_of_row - np.arange(n) - 1  # later rows of the same group
-    i = np.repeat(np.arange(n), count)
-    seg = np.repeat(np.cumsum(count) - count, count)
-    j = i + 1 + (np.arange(len(i)) - seg)
-    keep = c[i] != c[j]
-    return order[i[keep]], order[j[keep]]
 
 
 @dataclass(frozen=True)
@@ -97,27 +90,23 @@ class SignErrorScorer:
         self.min_ess = float(min_ess)
         self.axes = design.axes
         self.gap = g
-        self.envs = []  # per axis: (i, j, env index, n_envs, weight, sign of gap difference)
+        self.weighted = bool(hoeffding)
+        self._rows = np.flatnonzero(~np.isnan(g))
+        self.envs = []  # per axis: (row order, environments, pair weights)
         for a in range(len(design.axes)):
             group, _ = design.other_groups[a]
-            i, j = within_group_pairs(group, design.codes[:, a])
-            ok = ~(np.isnan(g[i]) | np.isnan(g[j]))
-            i, j = i[ok], j[ok]
-            key = (group[i] * design.sizes[a] + design.codes[i, a]) * design.sizes[a] + design.codes[j, a]
-            _, env = np.unique(key, return_inverse=True)
-            dg = g[i] - g[j]
-            w = (hoeffding_weight(dg, np.minimum(nt[i], nt[j]), min_weight) if hoeffding
-                 else np.ones(len(i)))
-            n_env = int(env.max()) + 1 if env.size else 0
-            self.envs.append((i, j, env.reshape(-1), n_env, w, np.sign(dg)))
+            rows = self._rows[np.lexsort((design.codes[self._rows, a], group[self._rows]))]
+            *env, dg, nmin = environment_pairs(group[rows], design.codes[rows, a], g[rows],
+                                               nt[rows] if hoeffding else np.zeros(len(rows)))
+            w = hoeffding_weight(dg, nmin, min_weight) if hoeffding else np.zeros(0)
+            sums = [np.full(len(env[0]), np.nan) for _ in range(3)]  # Σw, Σw², Σw·e
+            environment_sums(np.zeros(len(rows)), g[rows], w, self.weighted, *env, *sums, True)
+            self.envs.append((rows, env, w, sums[:2]))
 
     def _axis_losses(self, x: np.ndarray, a: int) -> np.ndarray:
-        i, j, env, n_env, w, sg = self.envs[a]
-        w = np.where(np.isnan(x[i]) | np.isnan(x[j]), 0.0, w)
-        err = (1.0 - np.sign(np.nan_to_num(x[i] - x[j])) * sg) / 2.0
-        sw = np.bincount(env, weights=w, minlength=n_env)
-        sw2 = np.bincount(env, weights=w * w, minlength=n_env)
-        swe = np.bincount(env, weights=w * err, minlength=n_env)
+        rows, env, w, (sw_all, sw2_all) = self.envs[a]
+        sw, sw2, swe = sw_all.copy(), sw2_all.copy(), np.empty(len(sw_all))
+        environment_sums(x[rows], self.gap[rows], w, self.weighted, *env, sw, sw2, swe, False)
         with np.errstate(divide="ignore", invalid="ignore"):
             ess = np.where(sw2 > 0, sw * sw / sw2, 0.0)
             keep = (sw > 0) & ((ess >= self.min_ess) | np.isclose(ess, self.min_ess))

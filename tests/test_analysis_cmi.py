@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import cmi as cmi_mod
+from analysis import kernels
 from analysis.cmi import conditional_mutual_information
 from analysis.kendall import kendall_tau
 from analysis.schema import Design
@@ -57,9 +57,9 @@ def small_table(seed, n=36):
 
 
 @pytest.mark.parametrize("seed", range(3))
-@pytest.mark.parametrize("max_table", [cmi_mod.MAX_TABLE, 400])  # cell-pair table / per-axis-pair tables
-def test_matches_pairwise_transcription(seed, max_table, monkeypatch):
-    monkeypatch.setattr(cmi_mod, "MAX_TABLE", max_table)
+@pytest.mark.parametrize("tree_bytes", [kernels.TREE_BYTES, 1])  # all bins in one sweep / one bin per sweep
+def test_matches_pairwise_transcription(seed, tree_bytes, monkeypatch):
+    monkeypatch.setattr(kernels, "TREE_BYTES", tree_bytes)
     df = small_table(seed)
     d = Design.from_table(df)
     r = conditional_mutual_information(df["measure.m"], df["gen.gap_acc"], d)
