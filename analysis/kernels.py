@@ -17,15 +17,31 @@ the same pairs (``tests/test_analysis_speed.py`` compares the two on a 10,000-mo
   laid out once per gap, then the weighted sign-error sums of one measure in one pass.
 
 Numba compiles each kernel at its first call and caches the machine code beside this
-file (``cache=True``), so later processes start at once.
+file (``cache=True``), so later processes start at once. The kernels release the GIL, so
+independent calls run on ``numba.get_num_threads()`` threads (:func:`thread_map`; set
+``NUMBA_NUM_THREADS`` to change it); each sums in its own fixed order, so the results do
+not depend on the number of threads.
 """
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
 import numpy as np
 from numba import njit
 
 TREE_BYTES = 256e6  # memory of the Fenwick tree of one sweep of pair_sign_tables (bins are chunked beyond)
+
+
+def thread_map(fn, items) -> list:
+    """``[fn(x) for x in items]`` on ``numba.get_num_threads()`` threads (in order)."""
+    items = list(items)
+    n = min(numba.get_num_threads(), len(items))
+    if n <= 1:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(fn, items))
 
 
 @njit(cache=True, nogil=True)
@@ -235,9 +251,11 @@ def pair_sign_tables(keys, n_keys, rx, ry, by_xy=None) -> list[np.ndarray]:
     R = int(ry.max()) + 1 if len(ry) else 1
     M = int(hi[-1]) if len(hi) else 0
     T = np.zeros(int(tofs[-1]), np.int64)
-    chunk = max(1, int(TREE_BYTES // (8 * (R + 1))))
-    for b0 in range(0, M, chunk):
-        _pair_sign_sweep(keys, lo, hi, tofs[:-1], rx, ry, R, b0, min(M, b0 + chunk), T)
+    # bins in chunks: each within the tree's memory, at least one per thread (chunks write
+    # disjoint entries of T, so they run at once)
+    chunk = max(1, min(int(TREE_BYTES // (8 * (R + 1))), -(-M // numba.get_num_threads())))
+    thread_map(lambda b0: _pair_sign_sweep(keys, lo, hi, tofs[:-1], rx, ry, R, b0, min(M, b0 + chunk), T),
+               range(0, M, chunk))
     out = []
     for s, K in enumerate(sizes):
         t = T[tofs[s]:tofs[s + 1]].reshape(K, 3, 3, K).transpose(0, 3, 1, 2)  # [a, b, sx, sy]

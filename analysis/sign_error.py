@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from analysis.kernels import environment_pairs, environment_sums
+from analysis.kernels import environment_pairs, environment_sums, thread_map
 from analysis.schema import AnalysisError, Design
 
 
@@ -92,16 +92,21 @@ class SignErrorScorer:
         self.gap = g
         self.weighted = bool(hoeffding)
         self._rows = np.flatnonzero(~np.isnan(g))
-        self.envs = []  # per axis: (row order, environments, pair weights)
-        for a in range(len(design.axes)):
-            group, _ = design.other_groups[a]
-            rows = self._rows[np.lexsort((design.codes[self._rows, a], group[self._rows]))]
-            *env, dg, nmin = environment_pairs(group[rows], design.codes[rows, a], g[rows],
-                                               nt[rows] if hoeffding else np.zeros(len(rows)))
-            w = hoeffding_weight(dg, nmin, min_weight) if hoeffding else np.zeros(0)
-            sums = [np.full(len(env[0]), np.nan) for _ in range(3)]  # Σw, Σw², Σw·e
-            environment_sums(np.zeros(len(rows)), g[rows], w, self.weighted, *env, *sums, True)
-            self.envs.append((rows, env, w, sums[:2]))
+        _ = design.other_groups  # computed once, before the threads read it
+        self.envs = thread_map(lambda a: self._environments(design, a, nt if hoeffding else None, min_weight),
+                               range(len(design.axes)))  # per axis: (row order, environments, weights, sums)
+
+    def _environments(self, design: Design, a: int, nt, min_weight: float):
+        group, _ = design.other_groups[a]
+        g = self.gap
+        rows = self._rows[np.lexsort((design.codes[self._rows, a], group[self._rows]))]
+        *env, dg, nmin = environment_pairs(group[rows], design.codes[rows, a], g[rows],
+                                           nt[rows] if nt is not None else np.zeros(len(rows)))
+        w = hoeffding_weight(dg, nmin, min_weight) if nt is not None else np.zeros(0)
+        del dg, nmin
+        sums = [np.full(len(env[0]), np.nan) for _ in range(3)]  # Σw, Σw², Σw·e
+        environment_sums(np.zeros(len(rows)), g[rows], w, self.weighted, *env, *sums, True)
+        return rows, env, w, sums[:2]
 
     def _axis_losses(self, x: np.ndarray, a: int) -> np.ndarray:
         rows, env, w, (sw_all, sw2_all) = self.envs[a]
@@ -115,7 +120,7 @@ class SignErrorScorer:
     def score(self, measure) -> SignErrorResult:
         """Environment losses of one measure (aligned with the design rows) and summaries."""
         x = np.asarray(measure, float)
-        losses = {name: self._axis_losses(x, a) for a, name in enumerate(self.axes)}
+        losses = dict(zip(self.axes, thread_map(lambda a: self._axis_losses(x, a), range(len(self.axes)))))
         per_axis = {name: _summary(v) for name, v in losses.items()}
         allv = np.concatenate(list(losses.values())) if losses else np.zeros(0)
         s = _summary(allv)
