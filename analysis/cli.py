@@ -9,6 +9,7 @@
                        [--include-diverged] [--drop-nonconverged] [--min-train-acc X]
                        [--drop-undecided]
     srr-analyze regularization SWEEP_DIR_or_CSV... --out DIR [--drop-diverged]
+    srr-analyze retest TEST RETEST --out DIR [--gap gen.gap_acc]
     srr-analyze sensitivity SWEEP_DIR_or_CSV... --out DIR [--measure srr] [--gaps gap_acc,gap_loss]
                             [--against path_norm,sharpness]
                             [--values last] [--bootstrap N] [--seed S] [filters as correlate]
@@ -27,6 +28,12 @@ constant, nearly constant, NaN or ±inf on part of the runs are flagged, not ran
 column ``.last`` against the main value, the mean) against each gap: τ and Ψ with
 seed-bootstrap intervals, written as sensitivity_<measure>.csv|.md and one specification
 curve per gap (figures/spec_curve_<measure>_<gap>.png) into DIR (:mod:`analysis.sensitivity`).
+
+``retest`` matches two result tables (or sweep directories) of the same runs, the second
+retrained under a float-level perturbation (another CPU or kernel choice, another thread
+count), and gives each measure's agreement with itself (τ_b between the two, the retest
+noise against the seed-to-seed spread) beside its τ with the gap: retest.csv|.md in DIR
+(:mod:`analysis.retest`).
 
 ``regularization`` compares CE+SRR runs with their cross-entropy baselines (test accuracy,
 95% intervals; see analysis.regularization): it writes regularization.csv|.md|.tex and the
@@ -110,6 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "e.g. path_norm,sharpness: how many specifications beat each")
     _filters(s, correlations=True)
 
+    t = sub.add_parser("retest", help="each measure's agreement with itself on the same runs retrained")
+    t.add_argument("test", metavar="TEST", help="table (.csv or .parquet) or sweep directory")
+    t.add_argument("retest", metavar="RETEST", help="the same runs retrained: table or sweep directory")
+    t.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    t.add_argument("--gap", default=DEFAULT_GAP, help=f"gap column (default {DEFAULT_GAP})")
+
     g = sub.add_parser("regularization", help="CE vs CE+SRR test accuracy: tables and figures")
     g.add_argument("source", nargs="+", metavar="SWEEP_DIR_or_CSV")
     g.add_argument("--out", required=True, metavar="DIR", help="output directory")
@@ -158,6 +171,13 @@ def _run(args: argparse.Namespace) -> int:
         _log("wrote " + ", ".join(str(p) for p in paths))
     elif args.command == "sensitivity":
         _sensitivity(args)
+    elif args.command == "retest":
+        from analysis.report import load_source
+        from analysis.retest import retest, to_markdown, write_retest
+        table = retest(load_source(args.test, log=_log)[0], load_source(args.retest, log=_log)[0], gap=args.gap)
+        paths = write_retest(table, args.out)
+        print(to_markdown(table), end="")
+        _log("wrote " + ", ".join(str(p) for p in paths.values()))
     else:
         from analysis.report import report
         src = args.source[0] if len(args.source) == 1 else args.source
