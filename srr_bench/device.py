@@ -37,3 +37,56 @@ def resolve_device(name: Any = "auto") -> Any:
     if device.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
         raise DeviceError(f"device {name!r}: MPS is not available on this machine")
     return device
+
+
+ISA_FLAGS = ("avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_bf16", "avx512_vnni",
+             "amx_tile", "amx_bf16", "neon", "asimd", "sve")
+KERNEL_ENV = ("MKL_ENABLE_INSTRUCTIONS", "MKL_CBWR", "ATEN_CPU_CAPABILITY", "OMP_NUM_THREADS",
+              "MKL_NUM_THREADS", "CUBLAS_WORKSPACE_CONFIG")
+
+
+def _cpu() -> tuple[str, list[str]]:
+    """(CPU model name, the vector instruction sets it has among ``ISA_FLAGS``) from /proc/cpuinfo."""
+    import platform
+    name, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "model name" and value.strip():
+                    name = value.strip()
+                elif key in ("flags", "Features"):
+                    flags = set(value.split())
+                    break
+    except OSError:
+        pass
+    return name, [f for f in ISA_FLAGS if f in flags]
+
+
+def kernel_facts(device: Any = "cpu") -> dict[str, Any]:
+    """What decides the floating-point kernels a run used, for ``metrics.json``: two runs of
+    one config agree bit for bit only when these agree (torch version, the CPU capability
+    ATen dispatches to, the BLAS, the thread count, the environment variables that steer
+    them, and on a GPU its name, CUDA, cuDNN and the TF32 switches)."""
+    import os
+    import re
+
+    import torch
+
+    cpu, isa = _cpu()
+    blas = re.search(r"BLAS_INFO=(\w+)", torch.__config__.show())
+    mkl = re.search(r"Math Kernel Library Version ([^\s]+)", torch.__config__.show())
+    facts: dict[str, Any] = {
+        "torch": torch.__version__, "cpu": cpu, "cpu_isa": isa,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "blas": blas.group(1) if blas else None, "mkl": mkl.group(1) if mkl else None,
+        "threads": torch.get_num_threads(),
+        "env": {k: os.environ[k] for k in KERNEL_ENV if k in os.environ},
+    }
+    device = torch.device(str(device))
+    if device.type == "cuda":
+        facts.update(gpu=torch.cuda.get_device_name(device), cuda=torch.version.cuda,
+                     cudnn=torch.backends.cudnn.version(), tf32_matmul=torch.backends.cuda.matmul.allow_tf32,
+                     tf32_cudnn=torch.backends.cudnn.allow_tf32, cudnn_benchmark=torch.backends.cudnn.benchmark)
+    return facts

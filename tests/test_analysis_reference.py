@@ -120,3 +120,18 @@ def test_environment_sums_against_pairs():
                 if sw > 0:
                     expect.append(swe / sw)
         np.testing.assert_allclose(scorer.score(x).losses[name], expect, rtol=1e-12)
+
+
+def test_results_do_not_depend_on_the_thread_count():
+    import numba
+    sizes = {"lr": 3, "batch_size": 3, "dropout": 2}
+    df = synthetic_table(sizes, n_seeds=6, n_measures=5, seed=3)
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = correlate(df, gap="gen.gap_acc")
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        many = correlate(df, gap="gen.gap_acc")
+    finally:
+        numba.set_num_threads(before)
+    pd.testing.assert_frame_equal(one, many, check_exact=True)

@@ -2,6 +2,7 @@
 one place for defaults, typed sections that train() reads, run identities unchanged, bad
 values refused when the config is checked, and one line for every command-line mistake."""
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -199,3 +200,19 @@ def test_entry_points_sit_above_the_packages_they_call():
     for path in (ROOT / "srr_bench").rglob("*.py"):
         text = path.read_text()
         assert "from sweeps" not in text and "import sweeps" not in text, path
+
+
+def test_kernel_facts_name_what_decides_the_kernels(monkeypatch):
+    import torch
+
+    from srr_bench.device import kernel_facts
+    monkeypatch.setenv("MKL_ENABLE_INSTRUCTIONS", "AVX2")
+    facts = kernel_facts("cpu")
+    assert facts["torch"] == torch.__version__
+    assert facts["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert facts["threads"] == torch.get_num_threads()
+    assert facts["env"]["MKL_ENABLE_INSTRUCTIONS"] == "AVX2"
+    assert isinstance(facts["cpu"], str) and facts["cpu"]
+    assert set(facts["cpu_isa"]) <= {"avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_bf16",
+                                     "avx512_vnni", "amx_tile", "amx_bf16", "neon", "asimd", "sve"}
+    json.dumps(facts)  # goes into metrics.json as it is
