@@ -45,7 +45,10 @@ model and for its |w|^q network):
   (≈ 10⁵ at q = 2, eps = 1e-5): the frozen LayerNorm's gain there, though C z = 0 carries
   no signal at x. Such patches can dominate the value (on digits 28% of the 2×2 patches
   are blank; they carried ~99% of it on 2-epoch demo models); the diagnostic
-  ``blank_patches`` gives their fraction.
+  ``blank_patches`` gives their fraction. ``ln_log10_inv_sigma`` is Σ log10(1/σ) over the
+  frozen LayerNorms (token mean per LayerNorm, image mean): a path crosses one token of
+  each, so log10 P_q moves with q times it (a diagnostic of the variant gap: CRATE-N's
+  tied −W output partly cancels the residual, which would shrink the next LayerNorm's σ).
 - Attention, head k: out_k = A_k V_k with A_k = softmax(Q_k K_kᵀ/√p) frozen (entries ≥ 0):
   an edge of weight A_k[i, j] from token j to token i on each value channel. Query and
   key weights are on no path; they enter through A only (in CRATE Q = K = V = qkv).
@@ -290,15 +293,40 @@ def frozen_path_norms(model: TokenClassifier, images: Tensor, q: float, input_va
     return out.sum(-1), logits
 
 
-def _transformer_values(ctx: MeasureContext, q: float, n_images: Optional[int]) -> tuple[Tensor, float]:
-    """P_q(x) for every image of the seeded training subset, and the fraction of blank patches.
+def _log_inv_sigma(model: nn.Module, images: Tensor) -> tuple[Tensor, int]:
+    """Σ over the model's LayerNorms of the token mean of log10(1/σ), per image, from one
+    forward pass (hooks on every ``nn.LayerNorm``), and the number of LayerNorms.
+
+    These are the frozen 1/σ factors of the path graph: a path crosses one token of each
+    LayerNorm on its way, so log10 P_q moves with q times this sum (a diagnostic of where
+    the value comes from, not part of it)."""
+    total = torch.zeros(len(images), dtype=torch.float64)
+    norms = [m for m in model.modules() if isinstance(m, nn.LayerNorm)]
+
+    def hook(ln: nn.LayerNorm, args: tuple[Tensor, ...], _out: Tensor) -> None:
+        z = args[0]
+        inv = torch.rsqrt(z.var(-1, unbiased=False) + ln.eps)  # (B, N) or (B,)
+        total.add_(torch.log10(inv).reshape(len(z), -1).mean(1))
+
+    handles = [m.register_forward_hook(hook) for m in norms]
+    try:
+        model(images)
+    finally:
+        for h in handles:
+            h.remove()
+    return total, len(norms)
+
+
+def _transformer_values(ctx: MeasureContext, q: float, n_images: Optional[int]) -> tuple[Tensor, dict[str, Any]]:
+    """P_q(x) for every image of the seeded training subset, and the diagnostics: the fraction
+    of blank patches and Σ log10(1/σ) over the frozen LayerNorms (mean over images).
 
     Checks on every batch that the walk reproduces the model's logits. A patch is blank
     when its variance is below the patch LayerNorm's eps (its paths then weigh ≥ (1/√(2eps))^q).
     """
     model = copy.deepcopy(ctx.model).double().eval()
     x, _ = ctx.subset("train", n_images)
-    values, blank = [], 0.0
+    values, blank, log_inv, n_norms = [], 0.0, 0.0, 0
     for i in range(0, len(x), ctx.batch_size):
         xb = x[i : i + ctx.batch_size].double()
         pq, logits = frozen_path_norms(model, xb, q)
@@ -309,7 +337,10 @@ def _transformer_values(ctx: MeasureContext, q: float, n_images: Optional[int]) 
         values.append(pq)
         patches = model.embed.patchify(xb)  # (B, N, patch_dim)
         blank += (patches.var(-1, unbiased=False) < model.embed.patch_norm.eps).double().mean(1).sum().item()
-    return torch.cat(values), blank / len(x)
+        li, n_norms = _log_inv_sigma(model, xb)
+        log_inv += li.sum().item()
+    return torch.cat(values), {"blank_patches": blank / len(x), "ln_log10_inv_sigma": log_inv / len(x),
+                               "n_layernorms": n_norms}
 
 
 def path_norm_q(ctx: MeasureContext, q: float, n_images: Optional[int]) -> dict[str, Any]:
@@ -321,10 +352,10 @@ def path_norm_q(ctx: MeasureContext, q: float, n_images: Optional[int]) -> dict[
 
     def run() -> dict[str, Any]:
         if isinstance(ctx.model, TokenClassifier):
-            v, blank = _transformer_values(ctx, q, n_images)
+            v, diag = _transformer_values(ctx, q, n_images)
             se = v.std().item() / math.sqrt(len(v)) if len(v) > 1 else float("nan")
             return {"value": v.mean().item(), "n_images": len(v), "se": se, "frozen": "attention, LayerNorm 1/σ",
-                    "blank_patches": blank}
+                    **diag}
         try:
             v = dag_relu_path_norm_q(ctx.model, ctx.data("train")[0].shape[1:], q).item()
         except TypeError as e:

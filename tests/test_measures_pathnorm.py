@@ -239,3 +239,16 @@ def test_blank_patches_are_counted_in_the_diagnostics():
     r = MEASURES.get("path_norm")(MeasureContext(tiny("crate"), train=(x, Y)))
     assert r.diagnostics["blank_patches"] == pytest.approx(1 / (12 * 16))
     assert MEASURES.get("path_norm")(MeasureContext(tiny("crate"), train=(X, Y))).diagnostics["blank_patches"] == 0
+
+
+def test_layernorm_scales_in_the_diagnostics():
+    """Σ log10(1/σ) over the frozen LayerNorms: 2·depth + 3 of them in CRATE (patch, embedding,
+    two per layer, head); scaling the images by c moves only the patch LayerNorm's σ, by c."""
+    model = tiny("crate")
+    d = MEASURES.get("path_norm")(MeasureContext(model, train=(X, Y))).diagnostics
+    assert d["n_layernorms"] == 2 * TINY["depth"] + 3
+    x = X.clone()
+    x[:, :, :2, :2] = X[:, :, :2, :2] + torch.linspace(0, 1, 4).view(2, 2)  # no blank patch
+    base = MEASURES.get("path_norm")(MeasureContext(model, train=(x, Y))).diagnostics["ln_log10_inv_sigma"]
+    scaled = MEASURES.get("path_norm")(MeasureContext(model, train=(100 * x, Y))).diagnostics["ln_log10_inv_sigma"]
+    assert scaled - base == pytest.approx(-2.0, abs=1e-3)
