@@ -130,3 +130,15 @@ def test_an_experiment_grid_keeps_the_ids_of_its_committed_runs():
     ids = {j.run_dir.name for j in grid.jobs(master, loader)}
     committed = {p.parent.name for p in COMMITTED if p.parts[-4] == "converged_cifar10_cpu"}
     assert len(ids) == 128 and committed and committed <= ids
+
+
+def test_the_ntrain_grid_reuses_the_converged_runs_at_1000_images():
+    """experiment=ntrain_cifar10_cpu: 5 sizes x 4 variants x 2 seeds; its runs at 1,000 images
+    are 8 committed runs of the converged grid (same ids), so they are never retrained."""
+    from sweeps import grid
+    from tests.test_sweeps import master_config
+
+    master, loader = master_config("experiment=ntrain_cifar10_cpu")
+    ids = {j.run_dir.name for j in grid.jobs(master, loader)}
+    committed = {p.parent.name for p in COMMITTED if p.parts[-4] == "converged_cifar10_cpu"}
+    assert len(ids) == 40 and len(ids & committed) == 8
