@@ -25,9 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from analysis.granulated import group_taus
-from analysis.kendall import concordance
-from analysis.schema import Design
+from analysis.kendall import dense_rank, ranked_concordance
+from analysis.schema import Design, valid_groups
 
 _BATCH_ELEMS = 2_000_000  # rows × replicates evaluated in one vectorised call
 
@@ -52,19 +51,23 @@ def resample_within_cells(cell: np.ndarray, n_boot: int, rng: np.random.Generato
     return order[starts[c] + draw]
 
 
-def _tau_psi(x, y, design: Design, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """τ and Ψ for each replicate (rows of ``rows``), NaN rows of x or y dropped."""
+def _tau_psi(rx, ry, nan, design: Design, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """τ and Ψ for each replicate (rows of ``rows``), rows where x or y is NaN (``nan``) dropped;
+    ``rx``, ``ry`` are ranks of x and y over the whole table."""
     B, n = rows.shape
     rep = np.repeat(np.arange(B), n)
     r = rows.ravel()
-    ok = ~(np.isnan(x[r]) | np.isnan(y[r]))
+    ok = ~nan[r]
     rep, r = rep[ok], r[ok]
-    xs, ys = x[r], y[r]
-    tau = concordance(xs, ys, rep, B, origin=r).tau
+    xs, ys = rx[r], ry[r]
+    by_xy, by_origin = np.lexsort((ys, xs)), np.argsort(r, kind="stable")
+    tau = ranked_concordance(xs, ys, rep, B, by_xy, origin=r, by_origin=by_origin).tau
     psis = []
     for a in range(len(design.axes)):
         group, G = design.other_groups[a]
-        t, valid = group_taus(xs, ys, rep * G + group[r], B * G, design.codes[r, a], origin=r)
+        g = rep * G + group[r]
+        t = ranked_concordance(xs, ys, g, B * G, by_xy, origin=r, by_origin=by_origin).tau
+        valid = valid_groups(g, B * G, design.codes[r, a])
         k = np.bincount(np.arange(B * G)[valid] // G, minlength=B)
         s = np.bincount(np.arange(B * G)[valid] // G, weights=t[valid], minlength=B)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -82,6 +85,7 @@ def seed_bootstrap(measures: dict[str, np.ndarray], gap, design: Design, n_boot:
                    seed: int = 0, level: float = 0.95) -> dict[str, BootstrapCI]:
     """Percentile CIs of τ and Ψ for each measure (dict name -> values aligned with design)."""
     y = np.asarray(gap, float)
+    ry = dense_rank(y)
     cell, _ = design.cells
     rng = np.random.default_rng(seed)
     rows = resample_within_cells(cell, n_boot, rng)
@@ -90,9 +94,10 @@ def seed_bootstrap(measures: dict[str, np.ndarray], gap, design: Design, n_boot:
     out = {}
     for name, values in measures.items():
         x = np.asarray(values, float)
+        rx, nan = dense_rank(x), np.isnan(x) | np.isnan(y)
         taus, Psis = [], []
         for b0 in range(0, n_boot, batch):
-            t, p = _tau_psi(x, y, design, rows[b0:b0 + batch])
+            t, p = _tau_psi(rx, ry, nan, design, rows[b0:b0 + batch])
             taus.append(t)
             Psis.append(p)
         t, p = np.concatenate(taus), np.concatenate(Psis)

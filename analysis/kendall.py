@@ -98,20 +98,22 @@ def concordance(x, y, groups=None, n_groups: int | None = None, origin=None) -> 
     return ranked_concordance(rx, ry, g, G, np.lexsort((ry, rx)), origin)
 
 
-def ranked_concordance(rx, ry, g, n_groups: int, by_xy, origin=None) -> Concordance:
-    """:func:`concordance` from dense ranks; ``by_xy`` is the order of the rows by (rx, ry),
-    which several groupings of the same measure can share."""
+def ranked_concordance(rx, ry, g, n_groups: int, by_xy, origin=None, by_origin=None) -> Concordance:
+    """:func:`concordance` from ranks (any order-preserving integers); ``by_xy`` is the order
+    of the rows by (rx, ry), and ``by_origin`` a stable order by ``origin``, which several
+    groupings of the same rows can share."""
+    if origin is not None:
+        origin = np.asarray(origin, np.int64)
+        by_origin = np.argsort(origin, kind="stable") if by_origin is None else by_origin
+        oo = by_origin[stable_group_order(g[by_origin], n_groups)]  # by group, then origin
+        copies = tied_pairs_by_group(g[oo], origin[oo], n_groups=n_groups)
     order = by_xy[stable_group_order(g[by_xy], n_groups)]  # by group, then x, then y
     g, rx, ry = g[order], rx[order], ry[order]
     size, x_ties, y_ties, xy_ties, dis = group_concordance(g, rx, ry, n_groups)
     n_per = size.astype(float)
     tot = n_per * (n_per - 1) / 2
     cmd = tot - x_ties - y_ties + xy_ties - 2.0 * dis
-    pairs = tot.copy()
-    if origin is not None:
-        o = np.asarray(origin, np.int64)[order]
-        oo = np.lexsort((o, g))
-        pairs -= tied_pairs_by_group(g[oo], o[oo], n_groups=n_groups)
+    pairs = tot - copies if origin is not None else tot
     return Concordance(n_per, pairs, cmd, x_ties.astype(float), y_ties.astype(float))
 
 
