@@ -122,6 +122,10 @@ class MeasureContext:
         """A fresh generator on the device, seeded by (seed, tags)."""
         return torch.Generator(device=self.device).manual_seed(stable_seed(self.seed, *tags))
 
+    def peek(self, key: Any) -> Any:
+        """What ``cached(key, ...)`` holds, or None: reuse a result only if another measure paid for it."""
+        return self._cache.get(key)
+
     def cached(self, key: Any, fn: Callable[[], Any]) -> Any:
         if key not in self._cache:
             self._cache[key] = fn()

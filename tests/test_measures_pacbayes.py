@@ -10,7 +10,8 @@ from torch import nn
 from torch.distributions import Normal, kl_divergence
 
 from measures import MEASURES, MeasureContext
-from measures.pacbayes import draw_images, drop_sampler, mag_half_kl, sigma_search, standard_normal
+from measures.pacbayes import (draw_images, drop_sampler, mag_half_kl, paired_estimate, sigma_search,
+                               standard_normal)
 from measures.weights import weights
 from srr_bench.models import build_model
 
@@ -56,7 +57,8 @@ def test_search_finds_sigma_within_tolerance_and_its_interval_covers_the_true_si
             converged += 1
             assert abs(norm.cdf(-scale / sigma) - 0.1) <= 0.01  # the closed-form drop at the σ found
             assert 0.09 <= d["ci95"][0] <= d["drop"] <= d["ci95"][1] <= 0.11  # the whole interval in tolerance
-            assert d["draws"] > 16  # draws were added where one batch could not decide
+            # draws were added where one batch could not decide, or the level borrowed an earlier one's
+            assert d["draws"] > 16 or d["paired_with"][-1] is not None
     assert converged >= 6
 
 
@@ -99,6 +101,42 @@ def test_draws_are_common_random_numbers_on_disjoint_image_blocks():
     means = [f(k * scale / 4, 0, 8).mean().item() for k in range(1, 9)]
     assert all(q >= p for p, q in zip(means, means[1:])) and means[-1] > means[0]  # same draws: monotone in σ
     assert torch.equal(f(0.0, 0, 4), torch.zeros(4, dtype=torch.float64))
+
+
+def test_paired_estimate_is_unbiased_with_the_stated_variance():
+    """Draws at a reference level A_j = a + e_j and at σ B_j = b + e_j + δ_j (shared e_j: common random
+    numbers): the paired estimate is unbiased for b, its variance is the closed form
+    (Var B − Var(B − A))/n_a + Var(B − A)/n, its standard error estimates it, and it is far below Var B/n."""
+    g = torch.Generator().manual_seed(0)
+    a, b, se_e, se_d, n, n_a, reps = 0.05, 0.1, 0.07, 0.02, 16, 128, 4000
+    e = se_e * torch.randn(reps, n_a, generator=g, dtype=torch.float64)
+    A = a + e
+    B = b + e[:, :n] + se_d * torch.randn(reps, n, generator=g, dtype=torch.float64)
+    est = [paired_estimate(B[r], A[r]) for r in range(reps)]
+    theta = torch.tensor([t for t, _ in est], dtype=torch.float64)
+    exact = (se_e**2 + se_d**2 - se_d**2) / n_a + se_d**2 / n
+    assert abs(theta.mean().item() - b) <= 4 * math.sqrt(exact / reps)
+    assert theta.var().item() == pytest.approx(exact, rel=0.1)
+    assert sum(s**2 for _, s in est) / reps == pytest.approx(exact, rel=0.15)
+    assert exact < (se_e**2 + se_d**2) / n / 4  # the plain mean of the n draws at σ: 4× the variance
+
+
+def test_pairing_levels_decides_at_least_as_often_with_fewer_draws():
+    lin, data, scale = planted_linear()
+    s = {**MEASURES.get("pacbayes_flatness").settings({}), "n_images": 100}
+    keys = ("target", "tol", "max_evals", "split", "sigma_min", "sigma_max", "mc_batch", "mc_samples", "max_draws")
+    runs = {True: [], False: []}
+    for seed in range(8):
+        f = drop_sampler(MeasureContext(lin, train=data, seed=seed), s, None)
+        for pair in runs:
+            runs[pair].append(sigma_search(f, s["sigma0"], pair=pair, **{k: s[k] for k in keys}))
+    for r in runs[True]:
+        if r["converged"]:
+            assert abs(norm.cdf(-scale / r["sigma"]) - 0.1) <= 0.01
+    assert sum(r["converged"] for r in runs[True]) >= sum(r["converged"] for r in runs[False])
+    assert sum(r["draws_total"] for r in runs[True]) < sum(r["draws_total"] for r in runs[False])
+    assert any(p is not None for r in runs[True] for p in r["paired_with"])
+    assert all(p is None for r in runs[False] for p in r["paired_with"])
 
 
 def synthetic_draws(curve, std=0.03):
