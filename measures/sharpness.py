@@ -146,7 +146,7 @@ def _norm(u: Params) -> float:
     return torch.stack([v.double().square().sum() for v in u.values()]).sum().sqrt().item()  # one device sync
 
 
-Objective = Callable[[Params], tuple[float, float, Params]]  # u -> (loss, error, gradient in u)
+Objective = Callable[..., tuple[float, float, Optional[Params]]]  # f(u, grad=True) -> (loss, error, gradient in u)
 
 
 def apgd_run(f: Objective, box: Ball, u: Params, budget: int, s: dict, start: Optional[tuple] = None) -> dict[str, Any]:
@@ -173,7 +173,7 @@ def apgd_run(f: Objective, box: Ball, u: Params, budget: int, s: dict, start: Op
         if box.same(new, u) and box.same(u, prev_u) and box.same(u, best["u"]):
             return {**_best(best), "at_quarter": best["loss"], "evals": evals, "converged": True}
         prev_u, u = u, new
-        loss, err, g = f(u)
+        loss, err, g = f(u, grad=k < steps - 1)  # the last point's gradient would never be used
         evals += 1
         if loss > best["loss"]:
             best, improved = {"loss": loss, "err": err, "u": u, "grad": g, "step": k + 1}, improved + 1
@@ -191,22 +191,27 @@ def _best(best: dict) -> dict:
 
 
 def ascent(ctx: MeasureContext, params: Params, x: Tensor, y: Tensor, radius: float, norm: str,
-           scale: Optional[Params], s: dict, tag: Any = ()) -> dict[str, Any]:
+           scale: Optional[Params], s: dict, tag: Any = (), clean_key: Any = None) -> dict[str, Any]:
     """max over δ = scale·u, ‖u‖_norm ≤ radius, of L(w + δ) − L(w): APGD with restarts (module docstring).
 
     ``s`` holds steps, restarts, schedule, step_size, momentum; ``tag`` names the
-    generator of the random starts (one stream per measure and batch).
+    generator of the random starts (one stream per measure and batch); ``clean_key``, if
+    given, caches L(w) and its gradient in the context under that key (measures that
+    ascend from the same parameters on the same images share them).
     """
     check_ascent(s)
     box = Ball(radius, norm)
     scale = scale or {k: torch.ones_like(p) for k, p in params.items()}
-    clean, clean_err, g0 = loss_and_grad(ctx, params, x, y, grad=radius > 0)
+    if radius > 0 and clean_key is not None:
+        clean, clean_err, g0 = ctx.cached(("sharpness-clean", clean_key), lambda: loss_and_grad(ctx, params, x, y))
+    else:
+        clean, clean_err, g0 = loss_and_grad(ctx, params, x, y, grad=radius > 0)
     if radius <= 0:
         return {"clean": clean, "worst": clean, "increase": 0.0, "err_increase": 0.0, "runs": []}
 
-    def f(u: Params) -> tuple[float, float, Params]:
-        loss, err, g = loss_and_grad(ctx, {k: p + scale[k] * u[k] for k, p in params.items()}, x, y)
-        return loss, err, {k: g[k] * scale[k] for k in u}  # the gradient in the scaled coordinates
+    def f(u: Params, grad: bool = True) -> tuple[float, float, Optional[Params]]:
+        loss, err, g = loss_and_grad(ctx, {k: p + scale[k] * u[k] for k, p in params.items()}, x, y, grad)
+        return loss, err, g and {k: g[k] * scale[k] for k in u}  # the gradient in the scaled coordinates
 
     gen = ctx.generator("sharpness-start", *tag)
     u = {k: torch.zeros_like(p) for k, p in params.items()}
@@ -257,7 +262,7 @@ def sharpness(ctx: MeasureContext, s: dict) -> Result:
     """Worst-case loss increase in the box |δ_i| ≤ ρ (APGD with restarts); extra value err: error increase."""
     x, y = ctx.subset("train", s["n_images"])
     params = parameter_set(ctx.model, s["perturb"])
-    out = ascent(ctx, params, x, y, s["radius"], "linf", None, s, ("sharpness",))
+    out = ascent(ctx, params, x, y, s["radius"], "linf", None, s, ("sharpness",), (s["n_images"], s["perturb"]))
     return _result(out, s, len(y), **ascent_diagnostics(out))
 
 
@@ -268,7 +273,7 @@ def sharpness_mag(ctx: MeasureContext, s: dict) -> Result:
     x, y = ctx.subset("train", s["n_images"])
     params = parameter_set(ctx.model, s["perturb"])
     scale = {k: p.abs() + s["eps"] for k, p in params.items()}
-    out = ascent(ctx, params, x, y, s["radius"], "linf", scale, s, ("sharpness_mag",))
+    out = ascent(ctx, params, x, y, s["radius"], "linf", scale, s, ("sharpness_mag",), (s["n_images"], s["perturb"]))
     return _result(out, s, len(y), **ascent_diagnostics(out))
 
 
