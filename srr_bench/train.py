@@ -64,6 +64,7 @@ CE_MILESTONES = (0.1, 0.01)  # steps to reach these train cross-entropies are re
 DIVERGED_LOSS_FACTOR = 2.0  # final train CE above this multiple of its initial value: diverged
 CHANCE_SE = 3.0  # train accuracy within this many binomial standard errors of chance: diverged
 EVAL_GATE = 3.0  # without per-epoch evaluation: evaluate when the batch CE is within this factor of a target
+EVAL_CHUNK = 128  # images per forward pass of an evaluation on a CPU (see evaluate)
 
 
 class RunDirectoryGone(RuntimeError):
@@ -77,17 +78,25 @@ def autocast(device: torch.device, bf16: bool):
     return nullcontext()
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, data: Dataset, split: str, batch_size: int = 1024, bf16: bool = False) -> tuple[float, float]:
-    """Mean cross-entropy (no label smoothing) and accuracy on a whole split, no augmentation."""
+@torch.inference_mode()
+def evaluate(model: nn.Module, data: Dataset, split: str, batch_size: int = 1024, bf16: bool = False,
+             chunk: Optional[int] = None) -> tuple[float, float]:
+    """Mean cross-entropy (no label smoothing) and accuracy on a whole split, no augmentation.
+
+    The loss is summed per ``batch_size`` images; on a CPU the forward passes run ``chunk``
+    images at a time (default ``EVAL_CHUNK``) and their logits are joined before the sum, so
+    the sum is that of whole batches while no activation outgrows the caches (measured:
+    the same bits on this CPU, a fifth less time; ``benchmarks/train_levers.py``)."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
+    if chunk is None:
+        chunk = EVAL_CHUNK if device.type == "cpu" else batch_size  # a GPU wants its large batches
     loss = torch.zeros((), device=device, dtype=torch.float64)
     correct = torch.zeros((), device=device, dtype=torch.int64)
     for x, y in data.batches(split, batch_size):
         with autocast(device, bf16):
-            logits = model(x)
+            logits = model(x) if len(x) <= chunk else torch.cat([model(part) for part in x.split(chunk)])
         loss += F.cross_entropy(logits.float(), y, reduction="sum").double()
         correct += (logits.argmax(-1) == y).sum()
     model.train(was_training)
@@ -402,6 +411,15 @@ def divergence(init_loss: Optional[float], train_loss: float, train_acc: float, 
     return None
 
 
+def _last_train_eval(state: dict) -> Optional[tuple[float, float]]:
+    """The full train-set loss and accuracy of the final weights when the last epoch already
+    evaluated them (the same evaluation, so the same numbers); None otherwise."""
+    last = state["history"][-1] if state["history"] else {}
+    if last.get("epoch") != state["epoch"] or "train_loss" not in last or state.get("diverged_reason"):
+        return None
+    return last["train_loss"], last["train_acc"]
+
+
 def _finish(run: RunConfig, run_dir: Path, model: nn.Module, data: Dataset, state: dict, t0: float) -> dict[str, Any]:
     rd = RunDir(run_dir)
     write_csv(rd / HISTORY, state["history"])
@@ -410,7 +428,7 @@ def _finish(run: RunConfig, run_dir: Path, model: nn.Module, data: Dataset, stat
     tr_loss = tr_acc = te_loss = te_acc = nan
     final_start = time.perf_counter()
     if all(torch.isfinite(p).all() for p in model.parameters()):
-        tr_loss, tr_acc = evaluate(model, data, "train", bf16=run.train.bf16)
+        tr_loss, tr_acc = _last_train_eval(state) or evaluate(model, data, "train", bf16=run.train.bf16)
         te_loss, te_acc = evaluate(model, data, "test", bf16=run.train.bf16)
         save_model(model, rd.weights("final"), meta=dict(run_id=run.run_id, epoch=state["epoch"]))
     reason = reason or divergence(state.get("init_train_loss"), tr_loss, tr_acc, data.train.y)
@@ -427,7 +445,8 @@ def _finish(run: RunConfig, run_dir: Path, model: nn.Module, data: Dataset, stat
         # Where the time went (seconds): the full train-set evaluations that the stopping rule and
         # the CE milestones read (train_evals of them; part of wall_s but for the one at
         # initialisation, which precedes its clock; None after a resume from a checkpoint written
-        # before they were counted) and the final evaluation (train and test sets, final.pt).
+        # before they were counted) and the final evaluation (train and test sets, final.pt; the
+        # train set's is the last epoch's when that epoch evaluated the final weights).
         "train_evals": state.get("train_evals"), "train_eval_wall_s": state.get("train_eval_wall_s"),
         "final_eval_wall_s": time.perf_counter() - final_start,
         "n_train": len(data.train), "n_test": len(data.test), "num_params": count_parameters(model),
