@@ -186,9 +186,24 @@ class RunState:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-# Whether measures.json holds every requested measure at the current settings (None: cannot tell);
-# the measures package answers it (sweeps.state.measures_settled), the core cannot import it.
-Settled = Callable[[Path, dict[str, Any]], Optional[bool]]
+@dataclass(frozen=True)
+class Measured:
+    """What measures.json holds of the requested measures: ``missing`` (not stored, or stored at
+    other settings) and ``outdated`` (stored at the requested settings by an earlier version of
+    the measure's code). A run with weights has both computed again by a relaunch; a light copy
+    cannot compute anything, and keeps outdated values as measured (they are the record)."""
+
+    missing: tuple[str, ...] = ()
+    outdated: tuple[str, ...] = ()
+
+    @property
+    def current(self) -> bool:
+        return not self.missing and not self.outdated
+
+
+# What measures.json holds of the requested measures (None: cannot tell); the measures package
+# answers it (sweeps.state.measures_settled), the core cannot import it.
+Settled = Callable[[Path, dict[str, Any]], Optional[Measured]]
 
 
 class RunDir:
@@ -365,10 +380,10 @@ class RunDir:
                 return RunState(self.path, "diverged", _diverged_reason(metrics), metrics)
             if self.has(FAILURE):  # trained, but the measures stage failed
                 return RunState(self.path, "failed", reason or "measures failed", metrics)
-            unmeasured = self._unmeasured(metrics, measure_cfg, settled)
+            unmeasured, note = self._unmeasured(metrics, measure_cfg, settled)
             if unmeasured:
                 return RunState(self.path, "interrupted", unmeasured, metrics, dict(measures_left=True))
-            return RunState(self.path, "done", "", metrics)
+            return RunState(self.path, "done", note, metrics)
         if self.has(FAILURE):
             return RunState(self.path, "failed", reason or "failed (no message)")
         h = holder(lock) or {}
@@ -381,13 +396,15 @@ class RunDir:
 
     def complete(self, measure_cfg: Optional[dict[str, Any]] = None, settled: Optional[Settled] = None) -> bool:
         """Finished for good: metrics.json readable, no failure, no damage and, for a done run with
-        measures on, every requested measure settled. A complete run is never touched."""
+        measures on, every requested measure settled (a light copy: stored, by whichever version
+        of the measure; it cannot compute them again). A complete run is never touched."""
         metrics = self.metrics_or_none()
         if metrics is None or self.has(FAILURE) or self.damage():
             return False
         if metrics.get("status") != "done" or not (measure_cfg or {}).get("enabled", False):
             return True
-        return settled is not None and settled(self.path, measure_cfg) is True
+        measured = settled(self.path, measure_cfg) if settled is not None and self.has(MEASURES) else None
+        return measured is not None and (measured.current or (not measured.missing and self.light_copy()))
 
     def repair(self, cfg: dict[str, Any], say: Callable[[str], None] = print) -> list[str]:
         """Under the lock: repair what ``damage`` finds, one line said per file. A run whose record
@@ -427,22 +444,35 @@ class RunDir:
         times = [p.lstat().st_mtime for p in (self.checkpoint, self / LOCK) if os.path.lexists(p)]
         return time.time() - max(times) if times else float("inf")
 
-    def _unmeasured(self, metrics: dict[str, Any], measure_cfg: Any, settled: Optional[Settled]) -> str:
-        """Why a done run's measures are unfinished ("" when finished or not asked for)."""
+    def _unmeasured(self, metrics: dict[str, Any], measure_cfg: Any, settled: Optional[Settled]) -> tuple[str, str]:
+        """Why a done run's measures are unfinished ("" when finished or not asked for), and a
+        note for a finished one (a light copy's values from an earlier version of a measure)."""
         if measure_cfg == "run":  # as the run's job measures it (the srr section included)
             from .config import measure_section
 
             cfg = _quiet(self.read_config) or {}
             measure_cfg = measure_section(cfg) if isinstance(cfg.get("measure"), dict) else None
         if metrics.get("status") != "done" or not (measure_cfg or {}).get("enabled", False):
-            return ""
-        if self.has(MEASURES) and (settled is None or settled(self.path, measure_cfg) is not False):
-            return ""
-        if self.light_copy():
-            return f"trained, measures unfinished, and {FINAL} was not kept: they cannot be computed from this copy"
+            return "", ""
         if not self.has(MEASURES):
-            return "trained, measures not started; a relaunch measures it"
-        return "trained, measures unfinished; a relaunch completes them"
+            return ("trained, measures not started; a relaunch measures it" if not self.light_copy() else
+                    f"trained, measures not started, and {FINAL} was not kept: they cannot be computed from this copy"), ""
+        measured = settled(self.path, measure_cfg) if settled is not None else None
+        if measured is None or measured.current:
+            return "", ""
+        light = self.light_copy()
+        if light and measured.missing:
+            return (f"trained, measures unfinished ({_names(measured.missing)}), and {FINAL} was not kept: "
+                    "they cannot be computed from this copy"), ""
+        if light:
+            return "", (f"kept as measured: {_names(measured.outdated)} by an earlier version of the measure "
+                        f"({FINAL} was not kept)")
+        return f"trained, measures unfinished ({_names(measured.missing + measured.outdated)}); a relaunch completes them", ""
+
+
+def _names(names: tuple[str, ...], shown: int = 3) -> str:
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 def _quiet(read: Callable[[], Any]) -> Any:

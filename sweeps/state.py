@@ -1,6 +1,7 @@
 """The state of a run directory, read from its files without touching them (``srr_bench.rundir``).
 
-    done         metrics.json says done (and no measures failure is pending)
+    done         metrics.json says done (and no measures failure is pending); a light copy whose
+                 measures an earlier version of a measure computed is done, "kept as measured"
     diverged     metrics.json says diverged (final: a relaunch does not retrain it)
     failed       failure.json (training or measuring raised); a relaunch retries
     damaged      a run file is missing or unreadable (the reason names the file and what a
@@ -25,7 +26,7 @@ from typing import Any, Optional, Union
 
 from srr_bench.io import RunFileError
 from srr_bench.io import read_json as _read_json
-from srr_bench.rundir import FAILURE, MEASURES, STATES, Damage, RunDir, RunState  # noqa: F401  (re-exported)
+from srr_bench.rundir import FAILURE, MEASURES, STATES, Damage, Measured, RunDir, RunState  # noqa: F401  (re-exported)
 
 PathLike = Union[str, os.PathLike]
 
@@ -80,9 +81,11 @@ def measure_settings(measure_cfg: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def measures_settled(run_dir: Path, measure_cfg: dict[str, Any]) -> Optional[bool]:
-    """Whether measures.json holds every requested measure (value or failure) at the current
-    settings; None when the measures package cannot tell (not installed, another API)."""
+def measures_settled(run_dir: Path, measure_cfg: dict[str, Any]) -> Optional[Measured]:
+    """Which requested measures measures.json lacks (no value or failure at the requested
+    settings) and which it holds from an earlier version of the measure's code (the same
+    settings but the version); None when the measures package cannot tell (not installed,
+    another API)."""
     try:
         from measures import select
         from measures.registry import validate_overrides
@@ -94,10 +97,18 @@ def measures_settled(run_dir: Path, measure_cfg: dict[str, Any]) -> Optional[boo
         settings = measure_settings(measure_cfg)
         overrides = validate_overrides({**settings, "seed": int(settings.get("seed", 0))})
         st = Store.load(RunDir(run_dir) / MEASURES)
+        missing, outdated = [], []
         for m in chosen:
-            stored = st.settings.get(m.name)
-            if stored != _plain(m.settings(overrides)) or (m.name not in st.values and m.name not in st.failures):
-                return False
-        return True
+            want, stored = _plain(m.settings(overrides)), st.settings.get(m.name)
+            if m.name not in st.values and m.name not in st.failures:
+                missing.append(m.name)
+            elif stored != want:
+                same_but_version = isinstance(stored, dict) and _without_version(stored) == _without_version(want)
+                (outdated if same_but_version else missing).append(m.name)
+        return Measured(tuple(missing), tuple(outdated))
     except Exception:  # an API change in measures: let compute() decide
         return None
+
+
+def _without_version(settings: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in settings.items() if k != "version"}

@@ -1,6 +1,7 @@
 """Reliability of a run and of its directory (issue 12, items 4, 5, 7, 8, 9; issue 10, defect 5):
 divergence defined and recorded, the regulariser's blow-up final, every job stage under the
 run's thread and device settings, damaged run directories repaired or named in one line."""
+import dataclasses
 import json
 import math
 import os
@@ -282,6 +283,32 @@ def test_a_finished_run_kept_without_its_weights_stays_finished(small_cfg, tmp_p
     assert state.state == "interrupted" and f"{FINAL} was not kept" in state.reason
     (light / "config.yaml").unlink()  # no longer a copy: what a deletion during training leaves
     assert [d.file for d in damage(light)] == [INIT, FINAL, "config.yaml"]
+
+
+def test_a_new_version_of_a_measure_is_computed_again_where_the_weights_are(small_cfg, tmp_path, monkeypatch):
+    # A measure's code changed (its version went up): a run with weights measures it again on
+    # relaunch; a light copy cannot, so it stays finished with the earlier version's value, named.
+    from measures.registry import MEASURES
+
+    cfg = small_cfg("measure.names=[l2]")
+    assert run_job(cfg, tmp_path / "full").state == "trained"
+    light = tmp_path / "light"
+    light.mkdir()
+    for name in ("config.yaml", "hparams.json", "metrics.json", "history.csv", "measures.json"):
+        shutil.copy2(tmp_path / "full" / name, light / name)
+    stored = json.loads((light / "measures.json").read_text())
+    l2 = MEASURES.get("l2")
+    monkeypatch.setitem(MEASURES._items, "l2", dataclasses.replace(l2, version=l2.version + 1))
+    full = run_state(tmp_path / "full", measure_cfg="run")
+    assert full.state == "interrupted" and "(l2)" in full.reason and not complete(tmp_path / "full", cfg["measure"])
+    state = run_state(light, measure_cfg="run")
+    assert state.state == "done" and "kept as measured: l2 by an earlier version" in state.reason
+    assert complete(light, cfg["measure"]) and run_job(cfg, light).state == "finished_before"
+    assert json.loads((light / "measures.json").read_text()) == stored
+    assert run_job(cfg, tmp_path / "full").state == "trained"  # measured again from its weights
+    again = json.loads((tmp_path / "full" / "measures.json").read_text())
+    assert again["settings"]["l2"]["version"] == l2.version + 1 == stored["settings"]["l2"]["version"] + 1
+    assert run_state(tmp_path / "full", measure_cfg="run").state == "done"
 
 
 def test_missing_config_files_of_a_finished_run_are_rewritten_not_retrained(small_cfg, tmp_path):
