@@ -51,7 +51,7 @@ from torch import nn
 
 from .checkpoints import load_model, load_training_state, save_model, save_training_state
 from .config import RunConfig, TrainConfig
-from .device import DeviceError, resolve_device  # noqa: F401  (DeviceError: old import path)
+from .device import DeviceError, kernel_facts, resolve_device  # noqa: F401  (DeviceError: old import path)
 from .data import Dataset, load_data
 from .io import atomic_write, write_csv, write_json
 from .models import build_model, count_parameters
@@ -451,6 +451,9 @@ def _finish(run: RunConfig, run_dir: Path, model: nn.Module, data: Dataset, stat
         "final_eval_wall_s": time.perf_counter() - final_start,
         "n_train": len(data.train), "n_test": len(data.test), "num_params": count_parameters(model),
         "device": str(next(model.parameters()).device),
+        # What decides the float kernels (runs of one config agree bit for bit only where these
+        # agree); read at the end, so a run resumed elsewhere records the machine that finished it.
+        "kernels": kernel_facts(next(model.parameters()).device),
     }
     write_json(rd / METRICS, metrics)  # last: its presence marks the run finished
     rd.checkpoint.unlink(missing_ok=True)

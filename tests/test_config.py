@@ -216,3 +216,11 @@ def test_kernel_facts_name_what_decides_the_kernels(monkeypatch):
     assert set(facts["cpu_isa"]) <= {"avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_bf16",
                                      "avx512_vnni", "amx_tile", "amx_bf16", "neon", "asimd", "sve"}
     json.dumps(facts)  # goes into metrics.json as it is
+
+
+def test_a_finished_run_records_its_kernels(digits_run_dir):
+    import torch
+
+    kernels = json.loads((digits_run_dir / "metrics.json").read_text())["kernels"]
+    assert kernels["torch"] == torch.__version__ and kernels["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert kernels["threads"] >= 1 and "gpu" not in kernels  # a CPU run
