@@ -49,6 +49,7 @@ LEGACY = {INIT: "init.pt", FINAL: "final.pt", CHECKPOINT: "checkpoint.pt"}  # wr
 WEIGHTS = {"init": INIT, "final": FINAL}
 FILES = (CONFIG, HPARAMS, INIT, CHECKPOINT, HISTORY, FINAL, METRICS, MEASURES, FAILURE, *LEGACY.values())
 TRAINING_OUTPUTS = (CHECKPOINT, HISTORY, FINAL, METRICS, MEASURES, LEGACY[CHECKPOINT], LEGACY[FINAL])
+LIGHT_FILES = (CONFIG, HPARAMS, METRICS, HISTORY, MEASURES)  # a finished run kept without its weights
 MARKERS = (CONFIG, HPARAMS, METRICS, FAILURE, CHECKPOINT, LEGACY[CHECKPOINT], LOCK)  # any of them: a run
 CONFIG_SECTIONS = ("model", "data", "optim", "train")  # what every run's config.yaml holds
 MEASURES_SECTIONS = ("values", "diagnostics", "failures", "settings")
@@ -467,7 +468,10 @@ class RunDir:
         if light:
             return "", (f"kept as measured: {_names(measured.outdated)} by an earlier version of the measure "
                         f"({FINAL} was not kept)")
-        return f"trained, measures unfinished ({_names(measured.missing + measured.outdated)}); a relaunch completes them", ""
+        if measured.missing:
+            return f"trained, measures unfinished ({_names(measured.missing)}); a relaunch completes them", ""
+        return (f"trained, {_names(measured.outdated)} computed by an earlier version of the measure; "
+                "a relaunch computes them again"), ""
 
 
 def _names(names: tuple[str, ...], shown: int = 3) -> str:

@@ -21,12 +21,13 @@ holds every requested measure). The reader imports neither torch nor Hydra, so
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Optional, Union
 
 from srr_bench.io import RunFileError
 from srr_bench.io import read_json as _read_json
-from srr_bench.rundir import FAILURE, MEASURES, STATES, Damage, Measured, RunDir, RunState  # noqa: F401  (re-exported)
+from srr_bench.rundir import FAILURE, LIGHT_FILES, MEASURES, STATES, Damage, Measured, RunDir, RunState  # noqa: F401  (re-exported)
 
 PathLike = Union[str, os.PathLike]
 
@@ -55,6 +56,34 @@ def run_state(run_dir: PathLike, fresh_s: float = 600.0, measure_cfg: Any = None
 def complete(run_dir: PathLike, measure_cfg: Optional[dict[str, Any]] = None) -> bool:
     """Finished for good (``RunDir.complete``): a complete run is returned as is, never touched."""
     return RunDir(run_dir).complete(measure_cfg, measures_settled)
+
+
+def finished(run_dir: PathLike) -> bool:
+    """Trained and measured as the run's own job asked (config.yaml's measure section): done,
+    or diverged, or done with every measure stored where some were computed by an earlier
+    version of the measure (a relaunch would compute those again from the weights; a study
+    keeps the values its code computed). What a study's results folder keeps."""
+    state = run_state(run_dir, measure_cfg="run")
+    if state.state in ("done", "diverged"):
+        return True
+    if state.state != "interrupted" or not state.extra.get("measures_left"):
+        return False
+    from srr_bench.config import measure_section
+
+    measured = measures_settled(Path(run_dir), measure_section(RunDir(run_dir).read_config()))
+    return measured is not None and not measured.missing
+
+
+def keep_light(run_dir: PathLike, dest: PathLike) -> Path:
+    """Copy a run's small files (``LIGHT_FILES``, no weights) to ``dest/<run name>``: a light
+    copy, which reads as finished and which a relaunch never touches."""
+    src = Path(run_dir)
+    out = Path(dest) / src.name
+    out.mkdir(parents=True, exist_ok=True)
+    for name in LIGHT_FILES:
+        if (src / name).exists():
+            shutil.copy2(src / name, out / name)
+    return out
 
 
 def measure_names(measure_cfg: dict[str, Any]) -> Optional[list[str]]:

@@ -16,7 +16,7 @@ from srr_bench.train import chance_level, divergence, train
 from sweeps import runner
 from sweeps.runner import run_job
 from srr_bench.rundir import CHECKPOINT, FINAL, INIT
-from sweeps.state import complete, damage, run_state
+from sweeps.state import complete, damage, finished, keep_light, run_state
 
 try:
     import measures  # noqa: F401
@@ -300,7 +300,8 @@ def test_a_new_version_of_a_measure_is_computed_again_where_the_weights_are(smal
     l2 = MEASURES.get("l2")
     monkeypatch.setitem(MEASURES._items, "l2", dataclasses.replace(l2, version=l2.version + 1))
     full = run_state(tmp_path / "full", measure_cfg="run")
-    assert full.state == "interrupted" and "(l2)" in full.reason and not complete(tmp_path / "full", cfg["measure"])
+    assert full.state == "interrupted" and "l2 computed by an earlier version" in full.reason
+    assert not complete(tmp_path / "full", cfg["measure"]) and finished(tmp_path / "full")
     state = run_state(light, measure_cfg="run")
     assert state.state == "done" and "kept as measured: l2 by an earlier version" in state.reason
     assert complete(light, cfg["measure"]) and run_job(cfg, light).state == "finished_before"
@@ -309,6 +310,8 @@ def test_a_new_version_of_a_measure_is_computed_again_where_the_weights_are(smal
     again = json.loads((tmp_path / "full" / "measures.json").read_text())
     assert again["settings"]["l2"]["version"] == l2.version + 1 == stored["settings"]["l2"]["version"] + 1
     assert run_state(tmp_path / "full", measure_cfg="run").state == "done"
+    (tmp_path / "full" / "measures.json").unlink()
+    assert not finished(tmp_path / "full") and finished(keep_light(light, tmp_path / "kept"))
 
 
 def test_missing_config_files_of_a_finished_run_are_rewritten_not_retrained(small_cfg, tmp_path):

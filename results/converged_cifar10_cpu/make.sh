@@ -22,17 +22,14 @@ train)
 analyse)
   # Finished runs only (done with every measure stored, or diverged): their small files.
   $PY - "$SWEEP" "$DEST/runs" <<'PY'
-import shutil, sys
+import sys
 from pathlib import Path
-from sweeps.state import run_state
+from sweeps.state import finished, keep_light
 from sweeps.status import find_run_dirs
 sweep, dest = map(Path, sys.argv[1:])
 for run in find_run_dirs(sweep):
-    if run_state(run, measure_cfg="run").state in ("done", "diverged"):
-        (dest / run.name).mkdir(parents=True, exist_ok=True)
-        for name in ("config.yaml", "hparams.json", "metrics.json", "history.csv", "measures.json"):
-            if (run / name).exists():
-                shutil.copy2(run / name, dest / run.name / name)
+    if finished(run):
+        keep_light(run, dest)
 PY
   $PY -m analysis.cli collect "$DEST/runs" -o "$DEST/results.csv"
   for gap in gap_acc gap_loss; do
