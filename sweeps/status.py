@@ -158,7 +158,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--json", action="store_true", help="print the report as JSON")
     ap.add_argument("--fresh-s", type=float, default=600.0,
                     help="a run locked on another host counts as running while its files are this fresh (default 600)")
+    ap.add_argument("--keep-light", metavar="DEST",
+                    help="copy every finished run's small files (no weights) to DEST/<run>: what a study commits, "
+                         "and what carries a sweep to another machine")
     args = ap.parse_args(argv)
+    if args.keep_light:
+        from .state import finished, keep_light
+
+        try:
+            kept = [keep_light(run, args.keep_light) for run in find_run_dirs(args.sweep_dir) if finished(run)]
+        except (FileNotFoundError, OSError) as e:
+            print(f"srr-status: {e}", file=sys.stderr)
+            return 2
+        print(f"kept {len(kept)} finished runs' small files in {args.keep_light}")
+        return 0
     try:
         report = sweep_status(args.sweep_dir, fresh_s=args.fresh_s)
     except FileNotFoundError as e:

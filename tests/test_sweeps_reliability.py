@@ -147,3 +147,23 @@ def test_two_sweeps_into_one_directory_lose_no_run_and_train_each_once(tmp_path)
         assert text.count(f"-> {run}\n") >= 1  # the other sweep may not dispatch it once it is finished
         trained = sum(line.startswith("done: ") and line.endswith(f"-> {run}") for line in text.splitlines())
         assert trained == 1, f"{run.name} trained {trained} times"
+
+
+def test_srr_status_keeps_the_small_files_of_finished_runs_only(small_cfg, tmp_path, capsys):
+    import shutil
+
+    from srr_bench.rundir import LIGHT_FILES
+    from sweeps.runner import run_job
+    from sweeps.state import run_state
+    from sweeps.status import main
+
+    sweep = tmp_path / "sweep"
+    assert run_job(small_cfg("measure.names=[l2]"), sweep / "done-run").state == "trained"
+    shutil.copytree(sweep / "done-run", sweep / "unmeasured-run")
+    (sweep / "unmeasured-run" / "measures.json").unlink()
+    assert main([str(sweep), "--keep-light", str(tmp_path / "kept")]) == 0
+    assert "kept 1 " in capsys.readouterr().out
+    kept = tmp_path / "kept" / "done-run"
+    assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == ["done-run"]
+    assert sorted(p.name for p in kept.iterdir()) == sorted(LIGHT_FILES)
+    assert run_state(kept, measure_cfg="run").state == "done"

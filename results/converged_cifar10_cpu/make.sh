@@ -2,6 +2,7 @@
 # The exact commands that produced this folder (issue 11: the converged study on a 2-core CPU).
 #   bash results/converged_cifar10_cpu/make.sh train     # train + measure the grid (resumable; hours)
 #   bash results/converged_cifar10_cpu/make.sh analyse   # copy the finished runs' small files here, tables, figures
+#   bash results/converged_cifar10_cpu/make.sh retest    # 16 runs trained again with 2 threads; test-retest report
 # Training: experiment=converged_cifar10_cpu (sweeps/conf/experiment/), two runs at a time,
 # one thread each (the experiment sets train.threads=1), on the shared CIFAR-10 JPEG copy.
 # A run directory whose metrics.json (and, with measures on, complete measures.json) exists
@@ -21,16 +22,7 @@ train)
     hydra.sweep.dir="$SWEEP" >> "$SWEEP.log" 2>&1 ;;
 analyse)
   # Finished runs only (done with every measure stored, or diverged): their small files.
-  $PY - "$SWEEP" "$DEST/runs" <<'PY'
-import sys
-from pathlib import Path
-from sweeps.state import finished, keep_light
-from sweeps.status import find_run_dirs
-sweep, dest = map(Path, sys.argv[1:])
-for run in find_run_dirs(sweep):
-    if finished(run):
-        keep_light(run, dest)
-PY
+  $PY -m sweeps.status "$SWEEP" --keep-light "$DEST/runs"
   $PY -m analysis.cli collect "$DEST/runs" -o "$DEST/results.csv"
   for gap in gap_acc gap_loss; do
     $PY -m analysis.cli report "$DEST/results.csv" --gap "gen.$gap" --out "$DEST/report_$gap" --bootstrap 200 \
@@ -64,5 +56,23 @@ for row in t.itertuples(index=False):
     print("| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row) + " |")
 PY
   $PY -m benchmarks.grid_cost "$DEST/runs" --jobs 2 > "$DEST/grid_cost.txt" ;;  # the runs analysed here
-*) echo "usage: $0 train|analyse" >&2; exit 2 ;;
+retest)
+  # Test-retest (issue 19): the 16 runs at width 64, batch 64, no dropout (4 variants x 2 lr x
+  # 2 seeds) trained and measured again, one at a time with train.threads=2 instead of 1 (a
+  # float-level perturbation: another reduction order in the multithreaded kernels; the thread
+  # count is not part of the run id, so the run ids are the grid's). Run it from a checkout of
+  # the code that trained the grid (CODE; it was fb2cc9d), so that every measure is the same
+  # version in both tables and only the floats differ.
+  CODE=${CODE:-.}
+  RETEST=${RETEST:-/root/srr-grids/retest_threads2}
+  (cd "$CODE" && PYTHONPATH="$CODE" $PY -c "from sweeps.cli import train_main; train_main()" -m \
+    experiment=converged_cifar10_cpu launcher=basic model.dim=64 train.batch_size=64 model.dropout=0.0 \
+    train.threads=2 hydra.sweep.dir="$RETEST" >> "$RETEST.log" 2>&1)
+  $PY -m sweeps.status "$RETEST" --keep-light "$DEST/retest_threads2/runs"
+  $PY -m analysis.cli collect "$DEST/retest_threads2/runs" -o "$DEST/retest_threads2/results.csv"
+  for gap in gap_acc gap_loss; do
+    $PY -m analysis.cli retest "$DEST/results.csv" "$DEST/retest_threads2/results.csv" --gap "gen.$gap" \
+      --out "$DEST/retest_threads2/$gap" > "$DEST/retest_threads2/$gap.log" 2>&1
+  done ;;
+*) echo "usage: $0 train|analyse|retest" >&2; exit 2 ;;
 esac

@@ -31,16 +31,7 @@ PY
   $PY -c "from sweeps.cli import train_main; train_main()" -m experiment=ntrain_cifar10_cpu launcher=joblib \
     hydra.sweep.dir="$SWEEP" >> "$SWEEP.log" 2>&1 ;;
 analyse)
-  $PY - "$SWEEP" "$DEST/runs" <<'PY'
-import sys
-from pathlib import Path
-from sweeps.state import finished, keep_light
-from sweeps.status import find_run_dirs
-sweep, dest = map(Path, sys.argv[1:])
-for run in find_run_dirs(sweep):
-    if finished(run):
-        keep_light(run, dest)
-PY
+  $PY -m sweeps.status "$SWEEP" --keep-light "$DEST/runs"
   $PY -m analysis.cli collect "$DEST/runs" -o "$DEST/results.csv"
   for gap in gap_acc gap_loss; do
     $PY -m analysis.cli report "$DEST/results.csv" --gap "gen.$gap" --out "$DEST/report_$gap" --bootstrap 200 \
