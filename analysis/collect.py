@@ -80,6 +80,12 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 def read_run(run_dir: str | os.PathLike) -> dict:
     """One row of the tidy table from a run directory; a run file that is unreadable or of the
     wrong shape raises ``RunFileError`` naming it (``srr_bench.rundir``: the one reader)."""
+    return _read_run(run_dir)[0]
+
+
+def _read_run(run_dir: str | os.PathLike) -> tuple[dict, dict]:
+    """``read_run``'s row, and the version of each measure's code that computed its values."""
+    versions: dict = {}
     rd = RunDir(run_dir)
     run_dir = rd.path
     row: dict = {"run_id": run_dir.name, "run_dir": str(run_dir)}
@@ -111,7 +117,23 @@ def read_run(run_dir: str | os.PathLike) -> dict:
         for k, d in (diagnostics.items() if isinstance(diagnostics, dict) else ()):
             if isinstance(d, dict) and isinstance(d.get("converged"), bool):
                 row[UNDECIDED + k] = not d["converged"]
-    return row
+        settings = stored.get("settings")
+        versions = {k: d.get("version") for k, d in (settings.items() if isinstance(settings, dict) else ())
+                    if isinstance(d, dict) and d.get("version") is not None}
+    return row, versions
+
+
+def _mixed_versions(per_run: list[dict]) -> list[str]:
+    """One line per measure whose values come from more than one version of its code."""
+    seen: dict[str, dict] = {}
+    for versions in per_run:
+        for name, version in versions.items():
+            counts = seen.setdefault(name, {})
+            counts[version] = counts.get(version, 0) + 1
+    return [f"collect: {name} was computed by " + " and ".join(
+                f"version {v} ({_plural(n, 'run', 'runs')})" for v, n in sorted(counts.items(), key=str))
+            + ": its values mix versions of the measure's code"
+            for name, counts in sorted(seen.items()) if len(counts) > 1]
 
 
 def _measure_value(v) -> float:
@@ -199,10 +221,12 @@ def collect_runs(sweep_dirs: Iterable[str | os.PathLike], log: Callable[[str], N
     if not dirs:
         raise AnalysisError("no run directory (with metrics.json) under: "
                             + ", ".join(str(s) for s in sweep_dirs))
-    rows, bad = [], 0
+    rows, versions, bad = [], [], 0
     for d in dirs:
         try:
-            rows.append(read_run(d))
+            row, used = _read_run(d)
+            rows.append(row)
+            versions.append(used)
         except RunFileError as e:  # names the file and the fix
             bad += 1
             log(f"collect: left out {d}: {' '.join(str(e).split())}")
@@ -221,6 +245,8 @@ def collect_runs(sweep_dirs: Iterable[str | os.PathLike], log: Callable[[str], N
             f"({', '.join(kinds)}), {kept}")
         if unfinished:
             rows += [unfinished_row(d) for d in started]
+    for line in _mixed_versions(versions):
+        log(line)
     df = pd.DataFrame(rows)
     for c in df.columns:
         if c.startswith((IS, UNDECIDED)):

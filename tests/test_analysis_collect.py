@@ -98,3 +98,18 @@ def test_errors(tmp_path):
         collect(tmp_path / "nope")
     with pytest.raises(AnalysisError, match="no run directory"):
         collect(tmp_path)
+
+
+def test_values_from_several_versions_of_a_measure_are_said(tmp_path):
+    def measured(version: int, sharp_version: int = 1) -> dict:
+        return {"values": {"pb": 1.0, "sharp": 2.0},
+                "settings": {"pb": {"seed": 0, "version": version}, "sharp": {"seed": 0, "version": sharp_version}}}
+
+    for i, v in enumerate([2, 2, 3]):
+        make_run_dir(tmp_path, f"r{i}", {"lr": 0.1, "seed": i}, {"status": "done", "gap_acc": 0.1}, measured(v))
+    lines: list[str] = []
+    df = collect(tmp_path, log=lines.append)
+    assert len(df) == 3 and not any(c.startswith("version") or "\0" in c for c in df.columns)
+    mixed = [line for line in lines if "versions of the measure's code" in line]
+    assert mixed == ["collect: pb was computed by version 2 (2 runs) and version 3 (1 run): "
+                     "its values mix versions of the measure's code"]
