@@ -405,3 +405,41 @@ def plot_spec_curve(table: pd.DataFrame, gap: str, out: str | Path) -> Path | No
     from analysis.sensitivity import safe_name
 
     return _save(fig, Path(out) / f"spec_curve_{safe_name(table.attrs.get('measure', ''))}_{safe_name(gap)}.png")
+
+
+def plot_retest(table: pd.DataFrame, out: str | Path) -> Path | None:
+    """Test–retest (``analysis.retest``) of the measures at their defaults (no ``[...]``
+    specification, no ``.component``): the retest noise against the seed-to-seed spread
+    (left, log scale; 1 = a changed kernel moves the value as much as a new seed) and the τ
+    with the gap in the test and in the retest (right), noisiest at the bottom."""
+    if "noise_ratio" not in table.columns:
+        return None
+    named = table["measure"].astype(str)
+    plain = ~named.str.contains(r"\[", regex=True) & (named.str.startswith("gen.") | ~named.str.contains(".", regex=False))
+    t = table[plain & np.isfinite(table["noise_ratio"].astype(float))]
+    if t.empty:
+        return None
+    t = t.sort_values("noise_ratio", ascending=False)  # the least noisy at the top of the chart
+    n = len(t)
+    y = np.arange(n)
+    fig = Figure(figsize=(9.5, 1.2 + 0.26 * n), layout="constrained")
+    left, right = fig.subplots(1, 2, sharey=True, gridspec_kw={"width_ratios": [1.3, 1]})
+    ratio = np.clip(t["noise_ratio"].to_numpy(float), 1e-4, None)
+    exact = t["identical"].to_numpy(float) == 1
+    left.barh(y, ratio, color=np.where(exact, "0.6", "#4C72B0"), height=0.7)
+    left.set_xscale("log")
+    left.axvline(1, color="0.2", lw=0.9, ls="--")
+    left.set_yticks(y, [m.removeprefix("measure.") for m in t["measure"]], fontsize=7.5)
+    left.set_ylim(-0.6, n - 0.4)
+    left.set_xlabel("retest noise / seed-to-seed spread (grey: identical in every run)")
+    left.grid(axis="x", alpha=0.3)
+    if "tau_gap" in t.columns:
+        right.scatter(t["tau_gap"], y, s=18, color="#4C72B0", label="test", zorder=3)
+        right.scatter(t["tau_gap_retest"], y, s=22, marker="x", color="#DD8452", label="retest", zorder=3)
+        right.axvline(0, color="0.2", lw=0.8)
+        right.set_xlim(-1.05, 1.05)
+        right.set_xlabel(f"Kendall τ with {table.attrs.get('gap', 'the gap')}")
+        right.grid(axis="x", alpha=0.3)
+        right.legend(loc="lower right", fontsize=8)
+    fig.suptitle(f"Test–retest of each measure ({table.attrs.get('n_runs', '?')} runs trained twice)", fontsize=10)
+    return _save(fig, Path(out))

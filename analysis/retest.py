@@ -63,8 +63,9 @@ def _matched(a: pd.DataFrame, b: pd.DataFrame, gap: str) -> tuple[pd.DataFrame, 
     if len(used) < 2:
         raise AnalysisError(f"fewer than 2 runs are in both tables and usable ({len(used)})")
     keep = sorted(used)
-    a = a.set_index(RUN_ID).loc[keep].reset_index()
-    b = b.set_index(RUN_ID).loc[keep].reset_index()
+    # rows taken by position (run ids are unique): no index column inserted into a wide table
+    a = a.take(pd.Index(a[RUN_ID]).get_indexer(keep)).reset_index(drop=True)
+    b = b.take(pd.Index(b[RUN_ID]).get_indexer(keep)).reset_index(drop=True)
     return a, b, {k: v for k, v in counts.items() if v}
 
 
@@ -141,10 +142,16 @@ def to_markdown(table: pd.DataFrame) -> str:
 
 
 def write_retest(table: pd.DataFrame, out_dir: str | Path) -> dict[str, Path]:
-    """``retest.csv`` (full precision) and ``retest.md`` in ``out_dir``."""
+    """``retest.csv`` (full precision), ``retest.md`` and ``retest.png`` (``plots.plot_retest``:
+    the measures at their defaults) in ``out_dir``."""
+    from analysis.plots import plot_retest
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"csv": out / "retest.csv", "md": out / "retest.md"}
     table.to_csv(paths["csv"], index=False)
     paths["md"].write_text(to_markdown(table))
+    png = plot_retest(table, out / "retest.png")
+    if png is not None:
+        paths["png"] = png
     return paths

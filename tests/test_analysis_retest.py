@@ -85,4 +85,5 @@ def test_cli(tmp_path, capsys):
     assert "| measure |" in out and "signed" in out
     csv = pd.read_csv(tmp_path / "out" / "retest.csv")
     assert set(csv["measure"]) >= {"exact", "signed", "params", "gen.gap_acc"}
+    assert (tmp_path / "out" / "retest.png").stat().st_size > 0
     assert main(["retest", str(tmp_path / "a.csv"), str(tmp_path / "nope.csv"), "--out", str(tmp_path)]) == 2
