@@ -269,10 +269,7 @@ def test_a_finished_run_kept_without_its_weights_stays_finished(small_cfg, tmp_p
     # machine or session: a relaunch over them must neither retrain nor touch them.
     cfg = small_cfg("measure.names=[l2]")
     assert run_job(cfg, tmp_path / "full").state == "trained"
-    light = tmp_path / "light"
-    light.mkdir()
-    for name in ("config.yaml", "hparams.json", "metrics.json", "history.csv", "measures.json"):
-        shutil.copy2(tmp_path / "full" / name, light / name)
+    light = keep_light(tmp_path / "full", tmp_path / "kept")  # config, hparams, metrics, history, measures
     before = {p.name: p.read_bytes() for p in light.iterdir()}
     assert damage(light) == [] and complete(light, cfg["measure"])
     assert run_state(light, measure_cfg="run").state == "done"
@@ -292,10 +289,7 @@ def test_a_new_version_of_a_measure_is_computed_again_where_the_weights_are(smal
 
     cfg = small_cfg("measure.names=[l2]")
     assert run_job(cfg, tmp_path / "full").state == "trained"
-    light = tmp_path / "light"
-    light.mkdir()
-    for name in ("config.yaml", "hparams.json", "metrics.json", "history.csv", "measures.json"):
-        shutil.copy2(tmp_path / "full" / name, light / name)
+    light = keep_light(tmp_path / "full", tmp_path / "kept")  # config, hparams, metrics, history, measures
     stored = json.loads((light / "measures.json").read_text())
     l2 = MEASURES.get("l2")
     monkeypatch.setitem(MEASURES._items, "l2", dataclasses.replace(l2, version=l2.version + 1))
@@ -311,7 +305,7 @@ def test_a_new_version_of_a_measure_is_computed_again_where_the_weights_are(smal
     assert again["settings"]["l2"]["version"] == l2.version + 1 == stored["settings"]["l2"]["version"] + 1
     assert run_state(tmp_path / "full", measure_cfg="run").state == "done"
     (tmp_path / "full" / "measures.json").unlink()
-    assert not finished(tmp_path / "full") and finished(keep_light(light, tmp_path / "kept"))
+    assert not finished(tmp_path / "full") and finished(light)
 
 
 def test_missing_config_files_of_a_finished_run_are_rewritten_not_retrained(small_cfg, tmp_path):

@@ -15,6 +15,7 @@ set -eu
 SWEEP=${SWEEP:-/root/srr-grids/converged}
 DEST=${DEST:-results/converged_cifar10_cpu}
 PY=${PY:-.venv/bin/python}
+. "$(dirname "$0")/../study.sh"
 export PYTHONUNBUFFERED=1 SRR_DATA=${SRR_DATA:-../shared/data}
 case "${1:-analyse}" in
 train)
@@ -22,12 +23,7 @@ train)
     hydra.sweep.dir="$SWEEP" >> "$SWEEP.log" 2>&1 ;;
 analyse)
   # Finished runs only (done with every measure stored, or diverged): their small files.
-  $PY -m sweeps.status "$SWEEP" --keep-light "$DEST/runs"
-  $PY -m analysis.cli collect "$DEST/runs" -o "$DEST/results.csv"
-  for gap in gap_acc gap_loss; do
-    $PY -m analysis.cli report "$DEST/results.csv" --gap "gen.$gap" --out "$DEST/report_$gap" --bootstrap 200 \
-      > "$DEST/report_$gap.log" 2>&1
-  done
+  study_analyse
   # The same correlations without the values a PAC-Bayes σ search left undecided (converged: false).
   for gap in gap_acc gap_loss; do
     $PY -m analysis.cli correlate "$DEST/results.csv" --gap "gen.$gap" --out "$DEST/decided_$gap" --bootstrap 200 \
@@ -37,11 +33,6 @@ analyse)
   for gap in gap_acc gap_loss; do
     $PY -m analysis.cli correlate "$DEST/results.csv" --gap "gen.$gap" --out "$DEST/reached_$gap" --bootstrap 200 \
       --drop-nonconverged > "$DEST/reached_$gap.log" 2>&1
-  done
-  for m in srr path_norm path_norm_over_margin sharpness; do  # each against the others' defaults
-    against=$(echo srr,path_norm,sharpness | tr , '\n' | grep -vx "$m" | paste -sd,)
-    $PY -m analysis.cli sensitivity "$DEST/results.csv" --measure "$m" --against "$against" \
-      --out "$DEST/sensitivity/$m" --bootstrap 200 > "$DEST/sensitivity_$m.log" 2>&1
   done
   $PY - "$DEST/results.csv" > "$DEST/runs.md" <<'PY'
 import sys
@@ -63,9 +54,10 @@ retest)
   # count is not part of the run id, so the run ids are the grid's). Run it from a checkout of
   # the code that trained the grid (CODE; it was fb2cc9d), so that every measure is the same
   # version in both tables and only the floats differ.
-  CODE=${CODE:-.}
+  CODE=$(cd "${CODE:-.}" && pwd)
   RETEST=${RETEST:-/root/srr-grids/retest_threads2}
-  (cd "$CODE" && PYTHONPATH="$CODE" $PY -c "from sweeps.cli import train_main; train_main()" -m \
+  PYABS=$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")
+  (cd "$CODE" && PYTHONPATH="$CODE" "$PYABS" -c "from sweeps.cli import train_main; train_main()" -m \
     experiment=converged_cifar10_cpu launcher=basic model.dim=64 train.batch_size=64 model.dropout=0.0 \
     train.threads=2 hydra.sweep.dir="$RETEST" >> "$RETEST.log" 2>&1)
   $PY -m sweeps.status "$RETEST" --keep-light "$DEST/retest_threads2/runs"

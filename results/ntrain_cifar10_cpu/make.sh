@@ -9,6 +9,7 @@ set -eu
 SWEEP=${SWEEP:-/root/srr-grids/ntrain}
 DEST=${DEST:-results/ntrain_cifar10_cpu}
 PY=${PY:-.venv/bin/python}
+. "$(dirname "$0")/../study.sh"
 export PYTHONUNBUFFERED=1 SRR_DATA=${SRR_DATA:-../shared/data}
 case "${1:-analyse}" in
 train)
@@ -31,16 +32,6 @@ PY
   $PY -c "from sweeps.cli import train_main; train_main()" -m experiment=ntrain_cifar10_cpu launcher=joblib \
     hydra.sweep.dir="$SWEEP" >> "$SWEEP.log" 2>&1 ;;
 analyse)
-  $PY -m sweeps.status "$SWEEP" --keep-light "$DEST/runs"
-  $PY -m analysis.cli collect "$DEST/runs" -o "$DEST/results.csv"
-  for gap in gap_acc gap_loss; do
-    $PY -m analysis.cli report "$DEST/results.csv" --gap "gen.$gap" --out "$DEST/report_$gap" --bootstrap 200 \
-      > "$DEST/report_$gap.log" 2>&1
-  done
-  for m in srr path_norm path_norm_over_margin sharpness; do
-    against=$(echo srr,path_norm,sharpness | tr , '\n' | grep -vx "$m" | paste -sd,)
-    $PY -m analysis.cli sensitivity "$DEST/results.csv" --measure "$m" --against "$against" \
-      --out "$DEST/sensitivity/$m" --bootstrap 200 > "$DEST/sensitivity_$m.log" 2>&1
-  done ;;
+  study_analyse ;;
 *) echo "usage: $0 train|analyse" >&2; exit 2 ;;
 esac
