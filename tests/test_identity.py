@@ -132,9 +132,10 @@ def test_an_experiment_grid_keeps_the_ids_of_its_committed_runs():
     assert len(ids) == 128 and committed and committed <= ids
 
 
-def test_the_ntrain_grid_reuses_the_converged_runs_at_1000_images():
+def test_the_ntrain_grid_holds_the_converged_configs_at_1000_images():
     """experiment=ntrain_cifar10_cpu: 5 sizes x 4 variants x 2 seeds; its runs at 1,000 images
-    are 8 committed runs of the converged grid (same ids), so they are never retrained."""
+    are 8 configurations of the converged grid (same ids: the nested subsets and the measure
+    settings change no run id), trained again in the study's own sweep directory."""
     from sweeps import grid
     from tests.test_sweeps import master_config
 
