@@ -3,6 +3,7 @@
 #   bash results/converged_cifar10_cpu/make.sh train     # train + measure the grid (resumable; hours)
 #   bash results/converged_cifar10_cpu/make.sh analyse   # copy the finished runs' small files here, tables, figures
 #   bash results/converged_cifar10_cpu/make.sh retest    # 16 runs trained again with 2 threads; test-retest report
+#   bash results/converged_cifar10_cpu/make.sh layernorm # path-norm's frozen LayerNorm scales, runs with weights
 # Training: experiment=converged_cifar10_cpu (sweeps/conf/experiment/), two runs at a time,
 # one thread each (the experiment sets train.threads=1), on the shared CIFAR-10 JPEG copy.
 # A run directory whose metrics.json (and, with measures on, complete measures.json) exists
@@ -66,5 +67,9 @@ retest)
     $PY -m analysis.cli retest "$DEST/results.csv" "$DEST/retest_threads2/results.csv" --gap "gen.$gap" \
       --out "$DEST/retest_threads2/$gap" > "$DEST/retest_threads2/$gap.log" 2>&1
   done ;;
-*) echo "usage: $0 train|analyse|retest" >&2; exit 2 ;;
+layernorm)
+  # The 21 runs of the sweep that kept their weights (the last block trained, dropout 0.1 x
+  # width 128): path_norm recomputed with its LayerNorm diagnostic (issue 19).
+  $PY "$DEST/layernorm_scales.py" "$SWEEP" > "$DEST/layernorm_scales.csv" ;;
+*) echo "usage: $0 train|analyse|retest|layernorm" >&2; exit 2 ;;
 esac
