@@ -49,6 +49,12 @@ LEGACY = {INIT: "init.pt", FINAL: "final.pt", CHECKPOINT: "checkpoint.pt"}  # wr
 WEIGHTS = {"init": INIT, "final": FINAL}
 FILES = (CONFIG, HPARAMS, INIT, CHECKPOINT, HISTORY, FINAL, METRICS, MEASURES, FAILURE, *LEGACY.values())
 TRAINING_OUTPUTS = (CHECKPOINT, HISTORY, FINAL, METRICS, MEASURES, LEGACY[CHECKPOINT], LEGACY[FINAL])
+# config.yaml opens with CONFIG_HEAD and closes with CONFIG_END (YAML comments): a file that
+# opens with the head but lacks the end was cut short, wherever the cut fell (a cut that
+# leaves valid YAML with every section would otherwise read as sound). Files written before
+# the markers are checked for their sections only.
+CONFIG_HEAD = "# srr-bench run config (resolved); the file ends with the line below\n"
+CONFIG_END = "# end of config.yaml\n"
 LIGHT_FILES = (CONFIG, HPARAMS, METRICS, HISTORY, MEASURES)  # a finished run kept without its weights
 MARKERS = (CONFIG, HPARAMS, METRICS, FAILURE, CHECKPOINT, LEGACY[CHECKPOINT], LOCK)  # any of them: a run
 CONFIG_SECTIONS = ("model", "data", "optim", "train")  # what every run's config.yaml holds
@@ -259,11 +265,14 @@ class RunDir:
         if path.is_symlink():
             raise RunFileError(path, "is a symbolic link (a run file is read only as a regular file)", REWRITE)
         try:
-            data = yaml.safe_load(path.read_text())
+            text = path.read_text()
+            data = yaml.safe_load(text)
         except FileNotFoundError:
             raise RunFileError(path, "is missing", REWRITE) from None
         except (OSError, ValueError, yaml.YAMLError) as e:  # UnicodeDecodeError is a ValueError
             raise RunFileError(path, f"is not readable YAML ({type(e).__name__})", REWRITE) from None
+        if text.startswith(CONFIG_HEAD) and not text.endswith(CONFIG_END):
+            raise RunFileError(path, "is cut short (its last line is not the end marker)", REWRITE)
         if not isinstance(data, dict) or not data:
             raise RunFileError(path, "is empty or not a mapping of settings", REWRITE)
         lost = [k for k in CONFIG_SECTIONS if not isinstance(data.get(k), dict)]

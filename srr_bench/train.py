@@ -57,7 +57,7 @@ from .io import atomic_write, write_csv, write_json
 from .models import build_model, count_parameters
 from .optim import build_optimizer, learning_rate
 from .regularizer import SRRRegularizer, layer_record
-from .rundir import CHECKPOINT, CONFIG, HISTORY, HPARAMS, LEGACY, METRICS, RunDir
+from .rundir import CHECKPOINT, CONFIG, CONFIG_END, CONFIG_HEAD, HISTORY, HPARAMS, LEGACY, METRICS, RunDir
 from .identity import hparams
 
 CE_MILESTONES = (0.1, 0.01)  # steps to reach these train cross-entropies are recorded
@@ -189,7 +189,9 @@ def write_run_config(cfg: dict[str, Any], run_dir: Path) -> None:
     from omegaconf import OmegaConf
 
     cfg = resolved(cfg)
-    atomic_write(run_dir / CONFIG, lambda f: f.write(OmegaConf.to_yaml(OmegaConf.create(cfg)).encode()))
+    body = OmegaConf.to_yaml(OmegaConf.create(cfg))
+    text = CONFIG_HEAD + body + ("" if body.endswith("\n") else "\n") + CONFIG_END
+    atomic_write(run_dir / CONFIG, lambda f: f.write(text.encode()))
     write_json(run_dir / HPARAMS, hparams(cfg))
 
 

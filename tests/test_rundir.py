@@ -363,3 +363,21 @@ def test_damage_table_row(cfg, reference, tmp_path, capsys, file, kind, state, f
         assert (run / f"{MEASURES}.corrupt").exists() or (run / f"{MEASURES}.corrupt").is_symlink()
     if fix == "remove":
         assert not (run / CHECKPOINT).exists()
+
+
+def test_a_config_cut_anywhere_is_named_even_where_the_rest_is_valid_yaml(cfg, tmp_path):
+    # A cut at a line boundary can leave valid YAML holding every section; the end marker
+    # still tells it from a whole file, at every cut.
+    from srr_bench.train import write_run_config
+
+    write_run_config(cfg, tmp_path)
+    whole = (tmp_path / CONFIG).read_text()
+    assert RunDir(tmp_path).read_config()["model"] == cfg["model"]
+    cuts = [i + 1 for i, ch in enumerate(whole[:-1]) if ch == "\n"] + [len(whole) // 2, len(whole) - 1]
+    for cut in cuts:
+        (tmp_path / CONFIG).write_text(whole[:cut])
+        with pytest.raises(RunFileError):
+            RunDir(tmp_path).read_config()
+    legacy = whole.split("\n", 1)[1].removesuffix("# end of config.yaml\n")  # written before the markers
+    (tmp_path / CONFIG).write_text(legacy)
+    assert RunDir(tmp_path).read_config()["model"] == cfg["model"]
