@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from matplotlib import colormaps
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import MaxNLocator, NullFormatter
 
 from analysis.flags import is_flagged
 from analysis.schema import MEASURE
@@ -428,6 +428,9 @@ def plot_retest(table: pd.DataFrame, out: str | Path) -> Path | None:
     exact = t["identical"].to_numpy(float) == 1
     left.barh(y, ratio, color=np.where(exact, "0.6", "#4C72B0"), height=0.7)
     left.set_xscale("log")
+    ticks = [t for t in (1e-4, 1e-3, 0.01, 0.03, 0.1, 0.3, 1, 3, 10, 30) if ratio.min() / 1.5 <= t <= ratio.max() * 1.5]
+    left.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    left.xaxis.set_minor_formatter(NullFormatter())
     left.axvline(1, color="0.2", lw=0.9, ls="--")
     left.set_yticks(y, [m.removeprefix("measure.") for m in t["measure"]], fontsize=7.5)
     left.set_ylim(-0.6, n - 0.4)
