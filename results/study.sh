@@ -15,3 +15,13 @@ study_analyse() {
       --out "$DEST/sensitivity/$m" --bootstrap 200 > "$DEST/sensitivity_$m.log" 2>&1
   done
 }
+
+# study_resume RUNS SWEEP: copy a study's committed runs (small files, no weights) into the
+# sweep directory, so that a relaunch there trains only the runs not yet finished.
+study_resume() {
+  mkdir -p "$2"
+  [ -d "$1" ] || return 0
+  for run in "$1"/*/; do
+    [ -e "$2/$(basename "$run")" ] || cp -r "$run" "$2/"
+  done
+}

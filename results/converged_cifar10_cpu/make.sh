@@ -58,6 +58,7 @@ retest)
   CODE=$(cd "${CODE:-.}" && pwd)
   RETEST=${RETEST:-/root/srr-grids/retest_threads2}
   PYABS=$(cd "$(dirname "$PY")" && pwd)/$(basename "$PY")
+  study_resume "$DEST/retest_threads2/runs" "$RETEST"  # the retest's runs committed so far
   (cd "$CODE" && PYTHONPATH="$CODE" "$PYABS" -c "from sweeps.cli import train_main; train_main()" -m \
     experiment=converged_cifar10_cpu launcher=basic model.dim=64 train.batch_size=64 model.dropout=0.0 \
     train.threads=2 hydra.sweep.dir="$RETEST" >> "$RETEST.log" 2>&1)

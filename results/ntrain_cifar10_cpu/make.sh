@@ -14,11 +14,7 @@ PY=${PY:-.venv/bin/python}
 export PYTHONUNBUFFERED=1 SRR_DATA=${SRR_DATA:-../shared/data}
 case "${1:-analyse}" in
 train)
-  mkdir -p "$SWEEP"
-  # this study's finished runs (committed without weights): a relaunch continues the grid
-  [ -d "$DEST/runs" ] && for run in "$DEST"/runs/*/; do
-    [ -e "$SWEEP/$(basename "$run")" ] || cp -r "$run" "$SWEEP/"
-  done
+  study_resume "$DEST/runs" "$SWEEP"  # this study's committed runs: a relaunch continues the grid
   $PY -c "from sweeps.cli import train_main; train_main()" -m experiment=ntrain_cifar10_cpu launcher=joblib \
     hydra.sweep.dir="$SWEEP" >> "$SWEEP.log" 2>&1 ;;
 analyse)
