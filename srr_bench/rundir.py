@@ -390,9 +390,9 @@ class RunDir:
                 return RunState(self.path, "diverged", _diverged_reason(metrics), metrics)
             if self.has(FAILURE):  # trained, but the measures stage failed
                 return RunState(self.path, "failed", reason or "measures failed", metrics)
-            unmeasured, note = self._unmeasured(metrics, measure_cfg, settled)
+            unmeasured, note, measured = self._unmeasured(metrics, measure_cfg, settled)
             if unmeasured:
-                return RunState(self.path, "interrupted", unmeasured, metrics, dict(measures_left=True))
+                return RunState(self.path, "interrupted", unmeasured, metrics, dict(measures_left=True, measured=measured))
             return RunState(self.path, "done", note, metrics)
         if self.has(FAILURE):
             return RunState(self.path, "failed", reason or "failed (no message)")
@@ -454,33 +454,35 @@ class RunDir:
         times = [p.lstat().st_mtime for p in (self.checkpoint, self / LOCK) if os.path.lexists(p)]
         return time.time() - max(times) if times else float("inf")
 
-    def _unmeasured(self, metrics: dict[str, Any], measure_cfg: Any, settled: Optional[Settled]) -> tuple[str, str]:
-        """Why a done run's measures are unfinished ("" when finished or not asked for), and a
-        note for a finished one (a light copy's values from an earlier version of a measure)."""
+    def _unmeasured(self, metrics: dict[str, Any], measure_cfg: Any,
+                    settled: Optional[Settled]) -> tuple[str, str, Optional[Measured]]:
+        """Why a done run's measures are unfinished ("" when finished or not asked for), a note
+        for a finished one (a light copy's values from an earlier version of a measure), and what
+        ``settled`` found (None when it was not asked)."""
         if measure_cfg == "run":  # as the run's job measures it (the srr section included)
             from .config import measure_section
 
             cfg = _quiet(self.read_config) or {}
             measure_cfg = measure_section(cfg) if isinstance(cfg.get("measure"), dict) else None
         if metrics.get("status") != "done" or not (measure_cfg or {}).get("enabled", False):
-            return "", ""
+            return "", "", None
         if not self.has(MEASURES):
             return ("trained, measures not started; a relaunch measures it" if not self.light_copy() else
-                    f"trained, measures not started, and {FINAL} was not kept: they cannot be computed from this copy"), ""
+                    f"trained, measures not started, and {FINAL} was not kept: they cannot be computed from this copy"), "", None
         measured = settled(self.path, measure_cfg) if settled is not None else None
         if measured is None or measured.current:
-            return "", ""
+            return "", "", measured
         light = self.light_copy()
         if light and measured.missing:
             return (f"trained, measures unfinished ({_names(measured.missing)}), and {FINAL} was not kept: "
-                    "they cannot be computed from this copy"), ""
+                    "they cannot be computed from this copy"), "", measured
         if light:
             return "", (f"kept as measured: {_names(measured.outdated)} by an earlier version of the measure "
-                        f"({FINAL} was not kept)")
+                        f"({FINAL} was not kept)"), measured
         if measured.missing:
-            return f"trained, measures unfinished ({_names(measured.missing)}); a relaunch completes them", ""
+            return f"trained, measures unfinished ({_names(measured.missing)}); a relaunch completes them", "", measured
         return (f"trained, {_names(measured.outdated)} computed by an earlier version of the measure; "
-                "a relaunch computes them again"), ""
+                "a relaunch computes them again"), "", measured
 
 
 def _names(names: tuple[str, ...], shown: int = 3) -> str:

@@ -33,10 +33,8 @@ class Run:
 
     @cached_property
     def config(self) -> dict[str, Any]:
-        from omegaconf import OmegaConf
-
-        self.dir.read_config()  # a missing or unreadable file is one line naming it
-        return OmegaConf.to_container(OmegaConf.load(self.path / CONFIG), resolve=True)
+        """config.yaml as ``RunDir.read_config`` reads and checks it (written resolved: no interpolation)."""
+        return self.dir.read_config()
 
     @property
     def metrics(self) -> Optional[dict[str, Any]]:

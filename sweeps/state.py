@@ -66,11 +66,7 @@ def finished(run_dir: PathLike) -> bool:
     state = run_state(run_dir, measure_cfg="run")
     if state.state in ("done", "diverged"):
         return True
-    if state.state != "interrupted" or not state.extra.get("measures_left"):
-        return False
-    from srr_bench.config import measure_section
-
-    measured = measures_settled(Path(run_dir), measure_section(RunDir(run_dir).read_config()))
+    measured = state.extra.get("measured") if state.state == "interrupted" else None
     return measured is not None and not measured.missing
 
 
