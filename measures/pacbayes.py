@@ -23,7 +23,10 @@ The drop is estimated by Monte Carlo, and the search is sequential in the draws:
   noisy accuracy on those images; the mean over draws estimates the drop on the whole
   training set, and its 95% t interval includes the image sampling. (On CRATE 192/6/6
   after one CIFAR-10 epoch, 89% of a draw's variance is the sampling of its 64 images,
-  so the cost of a decision hardly depends on the block size.) The clean accuracies are
+  so the cost of a decision hardly depends on the block size. Which images flip is hardly
+  told by their clean margin: blocks stratified along it would keep 97–100% of a draw's
+  variance on the converged grid's models, ``benchmarks.pacbayes_variance``, so blocks stay
+  plain permutation blocks.) The clean accuracies are
   read from the training-set logits when another measure (the margin) has computed them;
 - levels share their draws: draw j at every σ is the same ξ_j on the same images, so the
   drop at σ is estimated from its own n draws paired with the n_a > n draws of an earlier
