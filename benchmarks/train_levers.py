@@ -11,7 +11,13 @@ On the grid's four cells (CRATE width 64 and 128 × batch 32 and 64, depth 4, 4 
   one forward pass per 1,024-image batch (today's) against the forward passes chunked by
   ``EVAL_CHUNK`` under ``inference_mode``;
 - **final evaluation**: train and test sets as today, against the test set chunked and the
-  train set's figures taken from the last epoch's evaluation of the same weights.
+  train set's figures taken from the last epoch's evaluation of the same weights;
+- **attention kernel** (``--attention``): whole training steps with the attention as today
+  (``F.scaled_dot_product_attention``, which takes torch's flash kernel on a CPU) against
+  the same call restricted to the math backend and against softmax(q kᵀ/√p) v as two
+  matmuls (the reference code's form). Measured 2026-12-03 (2-core AMD EPYC, under load):
+  on CRATE and CRATE-T at width 64/128 × batch 32/64 the math backend took 1.25–1.62× and
+  the two matmuls 1.10–1.35× the flash kernel's time, so today's kernel stays.
 
 Ratios are new / today (below 1: faster), medians over rounds of CPU time (the process's
 user + system time, steadier than wall time on a shared machine; wall-time ratios too).
@@ -27,10 +33,14 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+import srr_bench.models.blocks as blocks
 
 from srr_bench.data import Dataset, Split
 from srr_bench.models import ModelConfig, build_model
@@ -121,6 +131,57 @@ def evaluation_levers(width: int, data: Dataset, rounds: int) -> tuple[dict, dic
     return train_eval, final
 
 
+TODAY_ATTENTION = blocks.multi_head_attention
+
+
+def two_matmuls(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, dropout: float) -> torch.Tensor:
+    """softmax(q_k k_kᵀ/√p) v_k per head as two matmuls (no dropout: the grid's cells have none)."""
+    b, n, inner = q.shape
+    p = inner // heads
+    split = lambda t: t.view(b, n, heads, p).transpose(1, 2)
+    a = torch.softmax((split(q) * p**-0.5) @ split(k).transpose(-1, -2), dim=-1)
+    return (a @ split(v)).transpose(1, 2).reshape(b, n, inner)
+
+
+def math_backend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, dropout: float) -> torch.Tensor:
+    with sdpa_kernel(SDPBackend.MATH):
+        return TODAY_ATTENTION(q, k, v, heads, dropout)
+
+
+@contextmanager
+def attention(impl: Callable) -> Iterator[None]:
+    """The models' attention replaced by ``impl`` for the block (the benchmark's contenders only)."""
+    blocks.multi_head_attention = impl
+    try:
+        yield
+    finally:
+        blocks.multi_head_attention = TODAY_ATTENTION
+
+
+def attention_levers(width: int, batch: int, data: Dataset, steps: int, rounds: int) -> dict[str, dict]:
+    """Whole training steps, today's attention against each contender (same start, same batches)."""
+    gen = torch.Generator().manual_seed(1)
+    batches = list(data.batches("train", batch, generator=gen, shuffle=True, drop_last=True))[:steps]
+
+    def run_steps(impl: Callable) -> Callable[[], list[torch.Tensor]]:
+        model, opt = model_and_optimizer(width, True)
+
+        def go():
+            with attention(impl):
+                for x, y in batches:
+                    train_step(model, model, opt, x, y, 1e-3, bf16=False)
+            return [p.detach().clone() for p in model.parameters()]
+        go()  # warm-up
+        return go
+
+    out = {}
+    for name, impl in (("math backend", math_backend), ("two matmuls", two_matmuls)):
+        r = compare(run_steps(TODAY_ATTENTION), run_steps(impl), rounds)
+        r["same"] = all(torch.equal(a, b) for a, b in zip(r["today"], r["new"]))
+        out[name] = r
+    return out
+
+
 def stage_shares(grid: Path) -> dict[str, float]:
     """The share of each stage in a grid's recorded time (``benchmarks.grid_cost``)."""
     from benchmarks.grid_cost import STAGES, run_cost
@@ -145,6 +206,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--n-test", type=int, default=10_000)
     ap.add_argument("--cells", default=",".join(f"{w}x{b}" for w, b in CELLS), help="width x batch, comma-separated")
     ap.add_argument("--grid", type=Path, default=None, help="a grid's runs: weight the ratios by its stage shares")
+    ap.add_argument("--attention", action="store_true", help="also time the attention kernels (not in the ratio)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)  # as the grid's runs
     data = grid_data(1000, args.n_test)
@@ -158,6 +220,9 @@ def main(argv: list[str] | None = None) -> None:
         print(line("optimiser step x20", alone))
         print(line(f"training steps x{args.steps}", whole), flush=True)
         ratios["steps"].append(whole["cpu"])
+        if args.attention:
+            for name, r in attention_levers(width, batch, data, args.steps, args.rounds).items():
+                print(line(f"attention: {name}", r), flush=True)
         if width not in evaluated:  # the evaluations do not depend on the batch: once per width
             evaluated[width] = evaluation_levers(width, data, args.rounds)
             print(line("train-set evaluation", evaluated[width][0]))
