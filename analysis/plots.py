@@ -1,6 +1,7 @@
 """Figures of the correlation study (matplotlib, object API on the Agg canvas).
 
-- :func:`plot_scatter`      measure vs gap, one panel per measure, colour = ``hp.variant``;
+- :func:`plot_scatter`      measure vs gap, one panel per measure, colour = ``hp.variant``
+                            (marker = another design axis, e.g. n_train, when asked);
 - :func:`plot_bars`         τ and Ψ per measure, with bootstrap CIs when present; flagged
   measures (:mod:`analysis.flags`) are drawn apart, below a line, in grey, with their flag;
 - :func:`plot_heatmap`      ψ per measure × axis (diverging colormap centred at 0), flagged
@@ -25,6 +26,7 @@ import numpy as np
 import pandas as pd
 from matplotlib import colormaps
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator, NullFormatter
 
 from analysis.flags import is_flagged
@@ -75,9 +77,23 @@ def _finish_grid(fig: Figure, axs: np.ndarray, n_used: int, n_groups: int, **leg
                    title="variant (hp.variant)", fontsize=9, **legend_kw)
 
 
+MARKERS = "o^sDvP*X"
+
+
+def _shapes(df: pd.DataFrame, axis: str | None) -> list[tuple[str, np.ndarray, str]]:
+    """(label, row mask, marker) per value of ``hp.<axis>`` (at most len(MARKERS) values, in
+    their natural order), or one marker for all rows."""
+    col = f"hp.{axis}" if axis else None
+    if col not in df.columns or not 1 < df[col].nunique(dropna=True) <= len(MARKERS):
+        return [("", np.ones(len(df), bool), "o")]
+    values = _value_order(df[col].dropna().unique())
+    return [(str(v), (df[col] == v).to_numpy(), mk) for v, mk in zip(values, MARKERS)]
+
+
 def plot_scatter(df: pd.DataFrame, corr: pd.DataFrame, gap: str, out: str | Path,
-                 measures: list[str] | None = None, ncols: int = 4) -> Path | None:
-    """Measure (x) vs gap (y), one panel per measure in ``corr`` order (best Ψ first)."""
+                 measures: list[str] | None = None, ncols: int = 4, shape: str | None = None) -> Path | None:
+    """Measure (x) vs gap (y), one panel per measure in ``corr`` order (best Ψ first); colour =
+    variant, marker = the value of design axis ``shape`` (e.g. n_train) when given."""
     names = measures or list(sort_rows(corr)["measure"])
     names = [m for m in names if MEASURE + m in df.columns]
     if not names:
@@ -86,13 +102,16 @@ def plot_scatter(df: pd.DataFrame, corr: pd.DataFrame, gap: str, out: str | Path
     nrows = -(-len(names) // ncols)
     fig = Figure(figsize=(3.4 * ncols, 2.9 * nrows + 0.6), layout="constrained")
     axs = fig.subplots(nrows, ncols, squeeze=False)
-    groups = _groups(df)
+    groups, shapes = _groups(df), _shapes(df, shape)
     stats = corr.set_index("measure")
     y = df[gap].to_numpy(float)
     for ax, m in zip(axs.flat, names):
         x = df[MEASURE + m].to_numpy(float)
         for (label, mask), color in zip(groups, _colors(len(groups))):
-            ax.scatter(x[mask], y[mask], s=14, alpha=0.75, color=color, label=label, edgecolors="none")
+            for _, where, marker in shapes:
+                sel = mask & where
+                ax.scatter(x[sel], y[sel], s=14, alpha=0.75, color=color, marker=marker, edgecolors="none",
+                           label=label if where is shapes[0][1] else None)
         if _log_x(x):
             ax.set_xscale("log")
         else:
@@ -103,11 +122,20 @@ def plot_scatter(df: pd.DataFrame, corr: pd.DataFrame, gap: str, out: str | Path
             ax.set_title(short_flags(r["flags"]), fontsize=7, color="0.4", loc="right")
         ax.text(0.98, 0.97, f"τ {r['tau']:.2f}  Ψ {r['Psi']:.2f}", transform=ax.transAxes, ha="right", va="top",
                 fontsize=8, color="0.25", bbox=dict(facecolor="white", edgecolor="none", alpha=0.8, pad=1))
+        ax.margins(y=0.14)  # room above the top points for the τ/Ψ label
         ax.set_xlabel(m, fontsize=8)
         ax.set_ylabel(gap, fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
-    _finish_grid(fig, axs, len(names), len(groups), markerscale=1.8)
+    if len(shapes) > 1:  # one legend for both encodings
+        _finish_grid(fig, axs, len(names), 1)
+        colour = [Line2D([], [], ls="", marker="o", color=c, label=label)
+                  for (label, _), c in zip(groups, _colors(len(groups)))] if len(groups) > 1 else []
+        marks = [Line2D([], [], ls="", marker=mk, color="0.3", label=f"{shape} {label}") for label, _, mk in shapes]
+        fig.legend(handles=colour + marks, loc="outside lower center", ncols=min(len(colour) + len(marks), 8),
+                   fontsize=9, title=("colour: hp.variant, " if colour else "") + f"marker: hp.{shape}")
+    else:
+        _finish_grid(fig, axs, len(names), len(groups), markerscale=1.8)
     fig.suptitle(f"Measures vs generalization gap ({gap}), {len(df)} models", fontsize=11)
     return _save(fig, Path(out))
 

@@ -31,7 +31,7 @@ from analysis.collect import apply_filters, collect, read_histories, read_table,
 from analysis.correlate import correlate
 from analysis.exclusions import left_out
 from analysis.schema import DEFAULT_GAP, SEED, AnalysisError, Design, measure_columns, strip
-from analysis.tables import markdown_block, notes, sort_rows, to_markdown, write_tables
+from analysis.tables import axes_of, markdown_block, notes, sort_rows, to_markdown, write_tables
 
 PANELS_PER_PAGE = 12
 
@@ -167,8 +167,9 @@ def _figures(df: pd.DataFrame, corr: pd.DataFrame, gap: str, fig_dir: Path) -> l
         figs.append(("ψ per measure and axis", p))
     names = list(sort_rows(corr)["measure"])  # ranked measures first, flagged ones after
     pages = [names[i:i + PANELS_PER_PAGE] for i in range(0, len(names), PANELS_PER_PAGE)]
+    shape = "n_train" if "n_train" in axes_of(corr) else None  # the data-size intervention, when varied
     for k, page in enumerate(pages, 1):
-        p = plots.plot_scatter(df, corr, gap, fig_dir / f"scatter_{k}.png", measures=page)
+        p = plots.plot_scatter(df, corr, gap, fig_dir / f"scatter_{k}.png", measures=page, shape=shape)
         if p:
             suffix = f" ({k}/{len(pages)})" if len(pages) > 1 else ""
             figs.append(("Measure vs gap" + suffix, p))

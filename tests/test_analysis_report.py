@@ -95,3 +95,18 @@ def test_figures_show_measures_not_their_sub_values():
     corr = pd.DataFrame({"measure": ["srr", "srr.L2.Rc", "srr.l0.last", "pacbayes_flatness", "pacbayes_flatness.sigma",
                                      "steps_to_ce_0.1", "steps_ce_0.1_to_0.01"]})
     assert list(headline(corr)["measure"]) == ["srr", "pacbayes_flatness", "steps_to_ce_0.1", "steps_ce_0.1_to_0.01"]
+
+
+def test_scatter_marks_the_data_size_axis_with_one_marker_per_value_in_numeric_order(corr, tmp_path):
+    df, c = corr
+    df = df.assign(**{"hp.n_train": [(250, 1000, 4000)[i % 3] for i in range(len(df))]})
+    shapes = plots._shapes(df, "n_train")
+    assert [label for label, _, _ in shapes] == ["250", "1000", "4000"]  # numbers ascending, not as text
+    assert len({mk for _, _, mk in shapes}) == 3
+    masks = np.array([mask for _, mask, _ in shapes])
+    assert (masks.sum(axis=0) == 1).all()  # every run drawn once
+    assert len(plots._shapes(df, None)) == 1 and len(plots._shapes(df, "no_such_axis")) == 1
+    many = df.assign(**{"hp.n_train": range(len(df))})
+    assert len(df) > len(plots.MARKERS) and len(plots._shapes(many, "n_train")) == 1  # too many values to mark
+    p = plots.plot_scatter(df, c, "gen.gap_acc", tmp_path / "s.png", shape="n_train")
+    assert p.read_bytes()[:4] == b"\x89PNG"
