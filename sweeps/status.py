@@ -10,12 +10,16 @@ resumes it; also a trained run whose measures, asked for in its config.yaml, are
 unfinished) and pending (in the grid, no directory yet; the grid comes from the sweep
 manifest written at launch, else from Hydra's ``multirun.yaml``).
 
-The time left counts whole jobs, measures included: a job takes the mean training time
-of the trained runs (metrics.json's ``wall_s``) plus the mean measuring time of the
-measured ones (the sum of measures.json's per-measure ``wall_s``); the runs still to do
-(pending, interrupted in training, half of each running one) take a whole job each, the
-trained runs with unfinished measures the measuring part; the total is divided by the
-number running now. Reads files only: safe while the sweep runs. Also
+The time left counts whole jobs, measures included: a job's training time is predicted
+from the trained runs (metrics.json's ``wall_s``) and its measuring time from the measured
+ones (the sum of measures.json's per-measure ``wall_s``); the runs still to do (pending,
+interrupted in training, half of each running one) take a whole job each, the trained runs
+with unfinished measures the measuring part; the total is divided by the number running
+now. A grid whose settings change a run's cost (the training-set size, the width) is
+predicted setting by setting (``predict_seconds``: each override value multiplies the time
+by a factor fitted over the finished runs; a value not seen yet changes nothing), so a grid
+that runs its cheap jobs first is not promised too early an end; without a manifest every
+job takes the mean. Reads files only: safe while the sweep runs. Also
 ``python -m sweeps.status``.
 """
 from __future__ import annotations
@@ -68,7 +72,7 @@ def sweep_status(sweep_dir: PathLike, enumerate_grid: bool = True, fresh_s: floa
     dirs = sorted(set(find_run_dirs(sweep_dir)) | set(grid))
     runs = [run_state(d, fresh_s=fresh_s, measure_cfg="run") for d in dirs]
     counts = Counter(r.state for r in runs)
-    mean, left = time_left(runs, counts)
+    mean, left = time_left(runs, counts, {p: e.get("overrides") or [] for p, e in grid.items()})
     return dict(sweep_dir=str(sweep_dir), grid_source=source, total=len(runs),
                 counts={s: counts[s] for s in STATES}, mean_run_s=mean, time_left_s=left,
                 runs=[_row(r, sweep_dir) for r in runs])
@@ -88,18 +92,66 @@ def measure_seconds(run_dir: Path) -> Optional[float]:
                      and isinstance(d.get("wall_s"), (int, float))))
 
 
-def time_left(runs: list[RunState], counts: Counter) -> tuple[Optional[float], Optional[float]]:
-    """(mean seconds of a whole job, seconds left); see the module docstring. None when unknown."""
-    trained = [float(r.metrics["wall_s"]) for r in runs if r.metrics and isinstance(r.metrics.get("wall_s"), (int, float))
-               and math.isfinite(r.metrics["wall_s"])]
-    measured = [s for s in (measure_seconds(r.path) for r in runs if r.state == "done") if s is not None]
-    mean_train, mean_measure = _mean(trained), _mean(measured) or 0.0
-    if mean_train is None:
+def predict_seconds(known: Sequence[tuple[Sequence[str], float]], todo: Sequence[Sequence[str]]) -> list[float]:
+    """Seconds of each run in ``todo`` (its overrides) from ``known`` (overrides, seconds) runs.
+
+    log seconds = intercept + Σ effect(override value), fitted by least squares over the known
+    runs (minimum norm: values that always occur together share their effect), over the values
+    that some known runs have and others lack (a value seen on every run is the intercept's).
+    A run whose value of a setting was never seen takes that setting's average effect over the
+    known runs. The predictions are scaled so that those of the known runs add up to their
+    real total (without overrides: every run takes the mean of the known runs)."""
+    import numpy as np
+
+    if not known:
+        return []
+    key = lambda v: v.lstrip("+~").split("=", 1)[0]
+    seen = [frozenset(o) for o, _ in known]
+    values = sorted({v for o in seen for v in o if not all(v in other for other in seen)})
+    col = {v: i + 1 for i, v in enumerate(values)}
+    cols_of: dict[str, list[int]] = {}
+    for v, i in col.items():
+        cols_of.setdefault(key(v), []).append(i)
+
+    def design(rows: Sequence[frozenset]) -> np.ndarray:
+        x = np.zeros((len(rows), len(values) + 1))
+        x[:, 0] = 1.0
+        for r, o in enumerate(rows):
+            x[r, [col[v] for v in o if v in col]] = 1.0
+        return x
+
+    fit = design(seen)
+    secs = np.array([max(float(t), 1e-3) for _, t in known])
+    coef = np.linalg.lstsq(fit, np.log(secs), rcond=None)[0]
+    scale = secs.sum() / np.exp(fit @ coef).sum()
+    rows = [frozenset(o) for o in todo]
+    x = design(rows)
+    for r, o in enumerate(rows):
+        for k, idx in cols_of.items():
+            if not x[r, idx].any():  # this setting's value was never seen: its average effect
+                x[r, idx] = fit[:, idx].mean(axis=0)
+    return list(scale * np.exp(x @ coef))
+
+
+def time_left(runs: list[RunState], counts: Counter,
+              overrides: Optional[dict[Path, Sequence[str]]] = None) -> tuple[Optional[float], Optional[float]]:
+    """(mean seconds of a whole job, seconds left); see the module docstring. None when unknown.
+
+    ``overrides``: each run directory's overrides in the grid (its manifest entry)."""
+    of = lambda r: list((overrides or {}).get(r.path, ()))
+    trained = [(of(r), float(r.metrics["wall_s"])) for r in runs if r.metrics
+               and isinstance(r.metrics.get("wall_s"), (int, float)) and math.isfinite(r.metrics["wall_s"])]
+    measured = [(of(r), s) for r, s in ((r, measure_seconds(r.path)) for r in runs if r.state == "done") if s is not None]
+    if not trained:
         return None, None
-    job = mean_train + mean_measure
-    unmeasured = sum(1 for r in runs if r.extra.get("measures_left"))
-    whole = counts["pending"] + (counts["interrupted"] - unmeasured) + 0.5 * counts["running"]
-    todo = whole * job + unmeasured * mean_measure  # failed runs wait for a relaunch
+    job = _mean([t for _, t in trained]) + (_mean([t for _, t in measured]) or 0.0)
+    whole = [r for r in runs if r.state == "pending" or r.state == "running"
+             or (r.state == "interrupted" and not r.extra.get("measures_left"))]
+    unmeasured = [r for r in runs if r.extra.get("measures_left")]
+    share = [0.5 if r.state == "running" else 1.0 for r in whole]
+    train_s = predict_seconds(trained, [of(r) for r in whole])
+    measure_s = predict_seconds(measured, [of(r) for r in whole + unmeasured]) or [0.0] * (len(whole) + len(unmeasured))
+    todo = sum(w * (t + m) for w, t, m in zip(share, train_s, measure_s)) + sum(measure_s[len(whole):])
     return job, (todo / max(1, counts["running"]) if todo else 0.0)
 
 

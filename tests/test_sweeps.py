@@ -480,3 +480,20 @@ def test_relaunch_skips_finished_runs_and_status_sees_the_grid(tmp_path):
     (out / "multirun.yaml").unlink()
     report = sweep_status(out)
     assert report["grid_source"] == "manifest" and report["total"] == 4
+
+
+def test_time_left_is_predicted_setting_by_setting_from_the_finished_runs():
+    from sweeps.status import predict_seconds
+
+    cost = lambda model, n: 100.0 * (n / 250) * (3.0 if model == "c" else 1.0)  # exactly multiplicative
+    done = [("a", 250), ("a", 500), ("a", 1000), ("c", 250), ("c", 500)]
+    known = [([f"model={m}", f"data.n_train={n}", "seed=0", "model.dim=64"], cost(m, n)) for m, n in done]
+    todo = [["model=c", "data.n_train=1000", "seed=0", "model.dim=64"],  # seen values, new combination
+            ["model=a", "data.n_train=250", "seed=1", "model.dim=64"],  # a seed never seen: no effect
+            ["model=d", "data.n_train=500", "seed=0", "model.dim=64"]]  # a variant never seen: the average one
+    c_1000, a_250_seed1, d_500 = predict_seconds(known, todo)
+    assert c_1000 == pytest.approx(1200.0)
+    assert a_250_seed1 == pytest.approx(100.0)
+    assert d_500 == pytest.approx(200.0 * 3.0 ** 0.4)  # geometric mean of the variants' factors, by frequency 3:2
+    assert predict_seconds([([], 100.0), ([], 300.0)], [[], []]) == pytest.approx([200.0, 200.0])  # no grid: the mean
+    assert predict_seconds([], [["model=a"]]) == []
