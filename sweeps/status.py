@@ -17,9 +17,10 @@ interrupted in training, half of each running one) take a whole job each, the tr
 with unfinished measures the measuring part; the total is divided by the number running
 now. A grid whose settings change a run's cost (the training-set size, the width) is
 predicted setting by setting (``predict_seconds``: each override value multiplies the time
-by a factor fitted over the finished runs; a value not seen yet changes nothing), so a grid
-that runs its cheap jobs first is not promised too early an end; without a manifest every
-job takes the mean. Reads files only: safe while the sweep runs. Also
+by a factor fitted over the finished runs), so cheap runs finishing first do not promise
+too early an end once each costly value has one finished run; a value no finished run has
+takes its setting's average (its cost cannot be known before); without a manifest every job
+takes the mean. Reads files only: safe while the sweep runs. Also
 ``python -m sweeps.status``.
 """
 from __future__ import annotations
