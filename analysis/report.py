@@ -31,7 +31,7 @@ from analysis.collect import apply_filters, collect, read_histories, read_table,
 from analysis.correlate import correlate
 from analysis.exclusions import left_out
 from analysis.schema import DEFAULT_GAP, SEED, AnalysisError, Design, measure_columns, strip
-from analysis.tables import axes_of, markdown_block, notes, sort_rows, to_markdown, write_tables
+from analysis.tables import axes_of, fmt, markdown_block, notes, sort_rows, to_markdown, write_tables
 
 PANELS_PER_PAGE = 12
 
@@ -98,8 +98,9 @@ def report(source, out_dir: str | Path, gap: str = DEFAULT_GAP, n_boot: int = 10
     # Named specifications (``measure.srr[eps=0.05]``) are compared by ``sensitivity``;
     # the report ranks each measure under its default settings only.
     measures = [c for c in measure_columns(df) if "[" not in c]
-    corr = correlate(df, gap=gap, measures=measures, n_boot=n_boot, seed=seed, include_diverged=not drop_diverged,
-                     converged_only=drop_nonconverged, min_train_acc=min_train_acc, drop_undecided=drop_undecided)
+    filters = dict(n_boot=n_boot, seed=seed, include_diverged=not drop_diverged, converged_only=drop_nonconverged,
+                   min_train_acc=min_train_acc)
+    corr = correlate(df, gap=gap, measures=measures, drop_undecided=drop_undecided, **filters)
     for line in notes(corr):
         log(line)
     write_tables(corr, out)
@@ -124,7 +125,8 @@ def report(source, out_dir: str | Path, gap: str = DEFAULT_GAP, n_boot: int = 10
            + "; flags: why a measure is not ranked (listed last).",
            "", to_markdown(corr), *_sign_error_note(df, corr),
            "Files: `correlations.csv` (all statistics), `correlations.md`, "
-           "`correlations.tex`, `correlations_table.csv`.", "", "## Figures", "",
+           "`correlations.tex`, `correlations_table.csv`.", "", *size_reference(df, corr, gap, **filters),
+           "## Figures", "",
            "The figures show the measures themselves over the runs used; their per-layer components "
            "and diagnostics (names like `srr.L2.Rc`, `pacbayes_flatness.sigma`) are in the tables. "
            "Flagged measures are drawn in grey below the ranked ones.", ""]
@@ -133,6 +135,29 @@ def report(source, out_dir: str | Path, gap: str = DEFAULT_GAP, n_boot: int = 10
     path = out / "report.md"
     path.write_text("\n".join(md))
     return path
+
+
+SIZE_AXIS = "n_train"
+
+
+def size_reference(df: pd.DataFrame, corr: pd.DataFrame, gap: str, **filters) -> list[str]:
+    """Report lines for the training-set size alone, 1/n_train taken as a measure, when n_train is
+    an axis of the design (the same runs and filters as ``corr``): what a measure must beat to say
+    more about the gap than the data size does. None otherwise."""
+    if SIZE_AXIS not in corr.attrs.get("axes", []):
+        return []
+    ref_col = "measure.inverse_train_size"
+    sized = df.assign(**{ref_col: 1.0 / pd.to_numeric(df[f"hp.{SIZE_AXIS}"], errors="coerce")})
+    r = correlate(sized, gap=gap, measures=[ref_col], **filters).iloc[0]
+    ci = lambda k: f" [{fmt(r[k + '_lo'])}, {fmt(r[k + '_hi'])}]" if f"{k}_lo" in r else ""
+    others = [a for a in corr.attrs["axes"] if a != SIZE_AXIS]
+    return ["## The training-set size alone", "",
+            f"1/n_train taken as a measure, on the same runs: τ = {fmt(r['tau'])}{ci('tau')}, "
+            f"ψ n_train = {fmt(r.get(f'psi.{SIZE_AXIS}'))}"
+            + (f"; it is constant within {', '.join(others)}, so it has no ψ there" if others else "") + ". "
+            "A size-adjusted form (`<name>.size_adjusted`, a bound divided by m) inherits this much "
+            "correlation along n_train by construction: a measure tells more than the data size only "
+            "where it does better than this line (τ, or ψ within the other axes).", ""]
 
 
 def _sign_error_note(df: pd.DataFrame, corr: pd.DataFrame) -> list[str]:

@@ -110,3 +110,20 @@ def test_scatter_marks_the_data_size_axis_with_one_marker_per_value_in_numeric_o
     assert len(df) > len(plots.MARKERS) and len(plots._shapes(many, "n_train")) == 1  # too many values to mark
     p = plots.plot_scatter(df, c, "gen.gap_acc", tmp_path / "s.png", shape="n_train")
     assert p.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_gives_the_training_set_size_alone_as_the_line_to_beat_when_it_is_an_axis(tmp_path):
+    from analysis.kendall import kendall_tau
+
+    df = synthetic_table({"n_train": 3, "width": 2}, n_seeds=2, n_measures=2)
+    df["hp.n_train"] = df["hp.n_train"].map({0.0: 4000, 1.0: 1000, 2.0: 250})  # the gap grows as n falls
+    csv = tmp_path / "t.csv"
+    df.to_csv(csv, index=False)
+    md = report(csv, tmp_path / "out", n_boot=0, log=lambda m: None).read_text()
+    tau = kendall_tau(1.0 / df["hp.n_train"].to_numpy(float), df["gen.gap_acc"].to_numpy(float))
+    assert tau > 0.5
+    assert "## The training-set size alone" in md
+    assert f"τ = {tau:.3f}, ψ n_train = " in md and "it is constant within width, so it has no ψ there" in md
+    df2 = synthetic_table({"lr": 2, "width": 2}, n_seeds=2, n_measures=2)
+    df2.to_csv(csv, index=False)
+    assert "training-set size alone" not in report(csv, tmp_path / "out2", n_boot=0, log=lambda m: None).read_text()
