@@ -192,7 +192,7 @@ def _figures(df: pd.DataFrame, corr: pd.DataFrame, gap: str, fig_dir: Path) -> l
         figs.append(("ψ per measure and axis", p))
     names = list(sort_rows(corr)["measure"])  # ranked measures first, flagged ones after
     pages = [names[i:i + PANELS_PER_PAGE] for i in range(0, len(names), PANELS_PER_PAGE)]
-    shape = "n_train" if "n_train" in axes_of(corr) else None  # the data-size intervention, when varied
+    shape = SIZE_AXIS if SIZE_AXIS in axes_of(corr) else None  # the data-size intervention, when varied
     for k, page in enumerate(pages, 1):
         p = plots.plot_scatter(df, corr, gap, fig_dir / f"scatter_{k}.png", measures=page, shape=shape)
         if p:
