@@ -143,11 +143,12 @@ SIZE_AXIS = "n_train"
 def size_reference(df: pd.DataFrame, corr: pd.DataFrame, gap: str, **filters) -> list[str]:
     """Report lines for the training-set size alone, 1/n_train taken as a measure, when n_train is
     an axis of the design (the same runs and filters as ``corr``): what a measure must beat to say
-    more about the gap than the data size does. None otherwise."""
+    more about the gap than the data size does. No lines otherwise."""
     if SIZE_AXIS not in corr.attrs.get("axes", []):
         return []
     ref_col = "measure.inverse_train_size"
-    sized = df.assign(**{ref_col: 1.0 / pd.to_numeric(df[f"hp.{SIZE_AXIS}"], errors="coerce")})
+    size = pd.to_numeric(df[f"hp.{SIZE_AXIS}"], errors="coerce")
+    sized = pd.concat([df, (1.0 / size).rename(ref_col)], axis=1)  # one block: no fragmented frame
     r = correlate(sized, gap=gap, measures=[ref_col], **filters).iloc[0]
     ci = lambda k: f" [{fmt(r[k + '_lo'])}, {fmt(r[k + '_hi'])}]" if f"{k}_lo" in r else ""
     others = [a for a in corr.attrs["axes"] if a != SIZE_AXIS]

@@ -50,6 +50,7 @@ def synthetic_table(sizes: dict[str, int] | None = None, n_seeds: int = 3, n_mea
     df["gen.gap_acc"] = gap
     df["gen.n_test"] = n_test
     first = df[axes[0]].to_numpy() if axes else np.zeros(n)
+    measures = {}
     for m in range(n_measures):
         kind = KINDS[m % len(KINDS)]
         scale = noise * (0.5 + m / max(n_measures, 1) * 4)
@@ -63,9 +64,7 @@ def synthetic_table(sizes: dict[str, int] | None = None, n_seeds: int = 3, n_mea
             v = -gap + rng.normal(0, scale, n)
         else:
             v = np.where(rng.random(n) < 0.1, np.nan, gap + rng.normal(0, scale, n))
-        df[f"measure.{kind}_{m:02d}"] = v
-    df["is.converged"] = True
-    df["is.diverged"] = False
-    df["run_id"] = [f"run{i:05d}" for i in range(n)]
-    df["run_dir"] = ""
-    return df
+        measures[f"measure.{kind}_{m:02d}"] = v
+    rest = {"is.converged": True, "is.diverged": False, "run_id": [f"run{i:05d}" for i in range(n)],
+            "run_dir": ""}
+    return pd.concat([df, pd.DataFrame({**measures, **rest}, index=df.index)], axis=1)  # one block each

@@ -127,3 +127,22 @@ def test_report_gives_the_training_set_size_alone_as_the_line_to_beat_when_it_is
     df2 = synthetic_table({"lr": 2, "width": 2}, n_seeds=2, n_measures=2)
     df2.to_csv(csv, index=False)
     assert "training-set size alone" not in report(csv, tmp_path / "out2", n_boot=0, log=lambda m: None).read_text()
+
+
+def test_the_size_reference_adds_its_column_without_fragmenting_a_wide_table(tmp_path):
+    """pandas reads a table with one block per column; a real study has thousands of columns, and
+    adding 1/n_train one column at a time made pandas warn in the user's report log."""
+    import warnings
+
+    from analysis.collect import read_table
+    from analysis.report import size_reference
+
+    df = synthetic_table({"n_train": 3, "width": 2}, n_seeds=2, n_measures=150)
+    df["hp.n_train"] = df["hp.n_train"].map({0.0: 4000, 1.0: 1000, 2.0: 250})
+    df.to_csv(tmp_path / "t.csv", index=False)
+    wide = read_table(tmp_path / "t.csv")
+    corr = correlate(wide, n_boot=0, measures=["measure.signal_00"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        lines = size_reference(wide, corr, "gen.gap_acc")
+    assert lines[0] == "## The training-set size alone"
