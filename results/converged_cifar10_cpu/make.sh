@@ -25,28 +25,7 @@ train)
 analyse)
   # Finished runs only (done with every measure stored, or diverged): their small files.
   study_analyse
-  # The same correlations without the values a PAC-Bayes σ search left undecided (converged: false).
-  for gap in gap_acc gap_loss; do
-    $PY -m analysis.cli correlate "$DEST/results.csv" --gap "gen.$gap" --out "$DEST/decided_$gap" --bootstrap 200 \
-      --drop-undecided > "$DEST/decided_$gap.log" 2>&1
-  done
-  # The same correlations on the runs that reached train CE 0.01 only (without those that hit the cap).
-  for gap in gap_acc gap_loss; do
-    $PY -m analysis.cli correlate "$DEST/results.csv" --gap "gen.$gap" --out "$DEST/reached_$gap" --bootstrap 200 \
-      --drop-nonconverged > "$DEST/reached_$gap.log" 2>&1
-  done
-  $PY - "$DEST/results.csv" > "$DEST/runs.md" <<'PY'
-import sys
-import pandas as pd
-df = pd.read_csv(sys.argv[1])
-cols = {"hp.variant": "variant", "hp.width": "width", "hp.lr": "lr", "hp.batch_size": "batch", "hp.dropout": "dropout",
-        "hp.seed": "seed", "gen.epochs": "epochs", "is.converged": "converged", "gen.train_loss": "train CE",
-        "gen.test_acc": "test acc", "gen.gap_acc": "gap (acc)", "gen.gap_loss": "gap (loss)", "status": "status"}
-t = df[list(cols)].rename(columns=cols).sort_values(["dropout", "width", "lr", "batch", "seed", "variant"])
-print("| " + " | ".join(t.columns) + " |\n|" + "---|" * len(t.columns))
-for row in t.itertuples(index=False):
-    print("| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row) + " |")
-PY
+  study_runs_md > "$DEST/runs.md"
   $PY -m benchmarks.grid_cost "$DEST/runs" --jobs 2 > "$DEST/grid_cost.txt" ;;  # the runs analysed here
 retest)
   # Test-retest (issue 19): the 16 runs at width 64, batch 64, no dropout (4 variants x 2 lr x
