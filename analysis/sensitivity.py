@@ -41,7 +41,7 @@ import pandas as pd
 from analysis.collect import parse_measure_column
 from analysis.correlate import correlate
 from analysis.schema import GEN, MEASURE, AnalysisError, measure_columns
-from analysis.tables import fmt
+from analysis.tables import axes_of, fmt
 from srr_bench.rundir import MEASURES
 
 GAPS = ("gen.gap_acc", "gen.gap_loss")
@@ -130,7 +130,8 @@ def sensitivity(df: pd.DataFrame, measure: str = "srr", gaps=GAPS, values: list[
 
     Columns: ``gap``, ``spec``, ``column``, ``set.<key>`` (the settings, ``set.value`` the
     value), ``default`` (the measure at its defaults, its main value), ``n``, ``tau``,
-    ``tau_lo``, ``tau_hi``, ``Psi``, ``Psi_lo``, ``Psi_hi``, ``flags``. ``attrs``: ``measure``,
+    ``tau_lo``, ``tau_hi``, ``Psi``, ``Psi_lo``, ``Psi_hi``, ``psi.<axis>`` (ψ within each axis of
+    the design: which axes a specification follows), ``flags``. ``attrs``: ``measure``,
     ``keys`` (the setting columns), ``notes`` ({gap: lines on what was left out}),
     ``n_models`` ({gap: runs used}), ``n_boot``, ``level``, ``against`` ({gap: {measure:
     its n, τ, Ψ and intervals at its defaults}}, for each measure named in ``against``).
@@ -151,7 +152,7 @@ def sensitivity(df: pd.DataFrame, measure: str = "srr", gaps=GAPS, values: list[
                          cmi=False, sign_error=False, include_diverged=include_diverged,
                          converged_only=converged_only, min_train_acc=min_train_acc,
                          drop_undecided=drop_undecided)
-        stats = corr.reindex(columns=["measure", *STATS])
+        stats = corr.reindex(columns=["measure", *STATS, *(f"psi.{a}" for a in axes_of(corr))])
         others[gap] = {a: stats.set_index("measure").loc[a].to_dict() for a in against}
         part = specs.merge(stats, left_on="spec", right_on="measure", how="left").drop(columns="measure")
         part.insert(0, "gap", gap)
@@ -173,8 +174,8 @@ def _ci(row: pd.Series, key: str) -> str:
 
 
 def summary(table: pd.DataFrame) -> list[str]:
-    """Per gap: the range of τ and Ψ over the specifications, the default's τ, and how many
-    intervals lie above / below 0."""
+    """Per gap: the range of τ and Ψ over the specifications, the default's τ, how many
+    intervals lie above / below 0, and each axis's range of ψ (how many specifications follow it)."""
     lines = []
     for gap, part in table.groupby("gap", sort=False):
         tau = part["tau"].dropna()
@@ -189,6 +190,10 @@ def summary(table: pd.DataFrame) -> list[str]:
             above, below = int((part["tau_lo"] > 0).sum()), int((part["tau_hi"] < 0).sum())
             line += f"; τ interval above 0: {above}, below 0: {below}"
         lines.append(line)
+        psi = [(a, part[f"psi.{a}"].dropna()) for a in axes_of(part)]
+        if any(len(v) for _, v in psi):
+            lines.append("  - ψ within each axis, lowest to highest (specifications above 0): " + "; ".join(
+                f"{a} {fmt(v.min())} to {fmt(v.max())} ({int((v > 0).sum())})" for a, v in psi if len(v)))
         for name, other in (table.attrs.get("against") or {}).get(gap, {}).items():
             lines.append("  - " + _against_line(part, name, other))
     return lines
@@ -217,12 +222,14 @@ def to_markdown(table: pd.DataFrame) -> str:
     out = [f"Specifications of `{table.attrs.get('measure', '')}`; τ and Ψ with {level}% seed-bootstrap "
            "intervals in brackets; * marks the measure at its defaults.", "", *summary(table)]
     for gap, part in table.groupby("gap", sort=False):
-        head = ["", *(k[len(SET):] for k in keys), "n", "τ", "Ψ", "flags"]
+        axes = [a for a in axes_of(part) if part[f"psi.{a}"].notna().any()]
+        head = ["", *(k[len(SET):] for k in keys), "n", "τ", "Ψ", *(f"ψ {a}" for a in axes), "flags"]
         out += ["", f"### {gap}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for _, r in part.iterrows():
             n = "–" if pd.isna(r["n"]) else str(int(r["n"]))
             flags = "" if pd.isna(r["flags"]) else str(r["flags"])
-            cells = ["*" if r["default"] else "", *(str(r[k]) for k in keys), n, _ci(r, "tau"), _ci(r, "Psi"), flags]
+            cells = ["*" if r["default"] else "", *(str(r[k]) for k in keys), n, _ci(r, "tau"), _ci(r, "Psi"),
+                     *(fmt(r[f"psi.{a}"]) for a in axes), flags]
             out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out) + "\n"
 

@@ -39,6 +39,11 @@ def test_tau_and_psi_of_each_spec_match_the_hand_computed_values():
     assert list(acc.index) == ["m", "m[k=2]", "m[k=1]"]  # sorted by τ, descending
     assert acc.loc["m", "tau"] == 1 and acc.loc["m[k=1]", "tau"] == -1 and acc.loc["m[k=2]", "tau"] == pytest.approx(2 / 3)
     assert acc.loc["m", "Psi"] == 1 and acc.loc["m[k=1]", "Psi"] == -1 and acc.loc["m[k=2]", "Psi"] == 0.5
+    assert (acc.loc["m[k=2]", "psi.lr"], acc.loc["m[k=2]", "psi.bs"]) == (0, 1)  # ψ per axis, beside Ψ
+    assert list(acc["psi.lr"]) == [1, 0, -1] and list(acc["psi.bs"]) == [1, 1, -1]
+    md = to_markdown(t)
+    assert "| ψ lr | ψ bs |" in md and "ψ within each axis, lowest to highest (specifications above 0): " \
+        "lr -1.000 to 1.000 (1); bs -1.000 to 1.000 (2)" in md
     for spec in acc.index:
         assert loss.loc[spec, "tau"] == pytest.approx(-acc.loc[spec, "tau"])
         assert loss.loc[spec, "Psi"] == pytest.approx(-acc.loc[spec, "Psi"])
