@@ -152,13 +152,19 @@ def size_reference(df: pd.DataFrame, corr: pd.DataFrame, gap: str, **filters) ->
     r = correlate(sized, gap=gap, measures=[ref_col], **filters).iloc[0]
     ci = lambda k: f" [{fmt(r[k + '_lo'])}, {fmt(r[k + '_hi'])}]" if f"{k}_lo" in r else ""
     others = [a for a in corr.attrs["axes"] if a != SIZE_AXIS]
-    return ["## The training-set size alone", "",
-            f"1/n_train taken as a measure, on the same runs: τ = {fmt(r['tau'])}{ci('tau')}, "
-            f"ψ n_train = {fmt(r.get(f'psi.{SIZE_AXIS}'))}"
-            + (f"; it is constant within {', '.join(others)}, so it has no ψ there" if others else "") + ". "
-            "A size-adjusted form (`<name>.size_adjusted`, a bound divided by m) inherits this much "
-            "correlation along n_train by construction: a measure tells more than the data size only "
-            "where it does better than this line (τ, or ψ within the other axes).", ""]
+    lines = ["## The training-set size alone", "",
+             f"1/n_train taken as a measure, on the same runs: τ = {fmt(r['tau'])}{ci('tau')}, "
+             f"ψ n_train = {fmt(r.get(f'psi.{SIZE_AXIS}'))}"
+             + (f"; it is constant within {', '.join(others)}, so it has no ψ there" if others else "") + ". "]
+    if r["tau"] < 0:  # Jiang's τ and ψ change sign with the measure: n_train itself is the line
+        lines[-1] += ("This gap grows with the training-set size, so n_train itself is the line a measure "
+                      "must beat (τ and ψ of the opposite sign), and a size-adjusted form (`<name>.size_adjusted`, "
+                      "a bound divided by m) is pushed the wrong way along n_train by construction.")
+    else:
+        lines[-1] += ("A size-adjusted form (`<name>.size_adjusted`, a bound divided by m) inherits this much "
+                      "correlation along n_train by construction: a measure tells more than the data size only "
+                      "where it does better than this line (τ, or ψ within the other axes).")
+    return lines + [""]
 
 
 def _sign_error_note(df: pd.DataFrame, corr: pd.DataFrame) -> list[str]:

@@ -124,6 +124,10 @@ def test_report_gives_the_training_set_size_alone_as_the_line_to_beat_when_it_is
     assert tau > 0.5
     assert "## The training-set size alone" in md
     assert f"τ = {tau:.3f}, ψ n_train = " in md and "it is constant within width, so it has no ψ there" in md
+    assert "inherits this much correlation" in md and "grows with the training-set size" not in md
+    df.assign(**{"hp.n_train": df["hp.n_train"].map({4000: 250, 1000: 1000, 250: 4000})}).to_csv(csv, index=False)
+    grows = report(csv, tmp_path / "grows", n_boot=0, log=lambda m: None).read_text()  # the gap grows with n
+    assert f"τ = {-tau:.3f}, ψ n_train = -" in grows and "n_train itself is the line" in grows
     df2 = synthetic_table({"lr": 2, "width": 2}, n_seeds=2, n_measures=2)
     df2.to_csv(csv, index=False)
     assert "training-set size alone" not in report(csv, tmp_path / "out2", n_boot=0, log=lambda m: None).read_text()
