@@ -121,7 +121,8 @@ def report(source, out_dir: str | Path, gap: str = DEFAULT_GAP, n_boot: int = 10
            "τ: Jiang et al. (2020) sign-based Kendall τ over all models; Ψ: granulated Kendall "
            "(mean of ψ per axis); K: conditional mutual information (min over conditioning sets "
            "of ≤ 2 axes); SE: robust sign-error over coupled environments (Dziugaite et al. 2020, "
-           f"{'Hoeffding-weighted' if corr.attrs.get('hoeffding') else 'unweighted'})" + boot
+           f"{'Hoeffding-weighted' if corr.attrs.get('hoeffding') else 'unweighted'}), "
+           "SE <axis>: its mean over the environments whose two runs differ in that axis" + boot
            + "; flags: why a measure is not ranked (listed last).",
            "", to_markdown(corr), *_sign_error_note(df, corr),
            "Files: `correlations.csv` (all statistics), `correlations.md`, "

@@ -28,6 +28,13 @@ def axes_of(corr: pd.DataFrame) -> list[str]:
     return [c[len("psi."):] for c in corr.columns if c.startswith("psi.")]
 
 
+SE_AXIS = "sign_error_mean."  # the mean sign-error over the environments that differ in one axis
+
+
+def _se_axes(corr: pd.DataFrame) -> list[str]:
+    return [a for a in axes_of(corr) if f"{SE_AXIS}{a}" in corr.columns]
+
+
 def sort_rows(corr: pd.DataFrame, by: str = "Psi") -> pd.DataFrame:
     """Unflagged measures first, then flagged ones; each best first by ``by`` (then τ), NaN last."""
     keys = [k for k in (by, "tau") if k in corr.columns]
@@ -71,6 +78,8 @@ def layout(corr: pd.DataFrame, nan: str = "–", sort_by: str = "Psi") -> pd.Dat
         for key, head in SE_STATS:
             if key in corr.columns:
                 out[head] = fmt(r[key], nan)
+        for a in _se_axes(corr):  # Dziugaite et al.'s per-intervention view: pairs differing in `a`
+            out[f"SE {a}"] = fmt(r[f"{SE_AXIS}{a}"], nan)
         if "flags" in corr.columns:
             out["flags"] = "" if pd.isna(r["flags"]) else str(r["flags"])
         rows.append(out)
@@ -155,7 +164,8 @@ def to_latex(corr: pd.DataFrame, caption: str | None = None, label: str = "tab:c
 def to_csv_table(corr: pd.DataFrame, sort_by: str = "Psi") -> pd.DataFrame:
     """The paper layout as numbers rounded to 3 decimals (CI bounds as separate columns)."""
     cols = ["measure", "n", *[f"psi.{a}" for a in axes_of(corr)], "tau", "tau_lo", "tau_hi",
-            "Psi", "Psi_lo", "Psi_hi", "cmi", "cmi_set", *[k for k, _ in SE_STATS], "flags"]
+            "Psi", "Psi_lo", "Psi_hi", "cmi", "cmi_set", *[k for k, _ in SE_STATS],
+            *[f"{SE_AXIS}{a}" for a in _se_axes(corr)], "flags"]
     t = sort_rows(corr, sort_by)[[c for c in cols if c in corr.columns]].copy()
     num = t.select_dtypes(include=[np.number]).columns
     t[num] = t[num].round(3).replace(-0.0, 0.0)

@@ -64,7 +64,9 @@ def test_missing_and_infinite_values_are_dropped_per_measure_hand_checked():
 def test_n_is_in_every_table_format():
     corr = correlate(hand_table(), hoeffding=False)
     md = to_markdown(corr)
-    assert md.splitlines()[0] == "| measure | n | ψ lr | τ | Ψ | K | SE mean | SE p90 | SE max | flags |"
+    assert md.splitlines()[0] == "| measure | n | ψ lr | τ | Ψ | K | SE mean | SE p90 | SE max | SE lr | flags |"
+    row = md.splitlines()[2].split(" | ")
+    assert row[6] == row[9]  # one axis: every coupled environment differs in lr, so SE lr is SE mean
     assert "| m | 4 | 0.667 | 0.667 | 0.667 |" in md
     tex = to_latex(corr)
     assert r"Measure & $n$ & $\psi_{\mathrm{lr}}$" in tex and r"m & 4 & 0.667" in tex

@@ -28,7 +28,8 @@ def test_markdown_layout(corr):
     _, c = corr
     md = to_markdown(c)
     lines = md.splitlines()
-    assert lines[0] == "| measure | n | ψ lr | ψ dropout | τ | Ψ | K | SE mean | SE p90 | SE max | flags |"
+    assert lines[0] == ("| measure | n | ψ lr | ψ dropout | τ | Ψ | K | SE mean | SE p90 | SE max | SE lr | SE dropout "
+                        "| flags |")
     body = [ln for ln in lines[2:] if ln.startswith("|")]
     assert len(body) == len(c)
     flags = [ln.split("|")[-2].strip() for ln in body]
