@@ -13,7 +13,6 @@ import pytest
 from srr_bench.config import (AdamConfig, ConfigError, MeasureConfig, OptimConfig, RecordLayersConfig, RegConfig,
                               RunConfig, SGDConfig, TrainConfig, compose)
 from srr_bench.runs import run_id
-from sweeps import grid
 from sweeps.cli import precheck
 from sweeps.schema import validate
 
@@ -36,10 +35,9 @@ def test_demo_grid_run_ids_are_unchanged_except_where_the_dropout_placement_chan
     train differently since the MSSA dropout moved to the reference placement, so they get new ones
     (a relaunch retrains them instead of taking the old results for new ones)."""
     from srr_bench.models import placement_changes_function
-    from tests.test_sweeps import master_config
+    from tests.test_sweeps import experiment_jobs
 
-    master, loader = master_config("experiment=demo")
-    jobs = grid.jobs(master, loader)
+    jobs = experiment_jobs("experiment=demo")
     changed = [j for j in jobs if placement_changes_function(j.cfg["model"])]
     assert sorted((j.cfg["model"]["name"], j.cfg["model"]["dropout"]) for j in changed) == \
         sorted((name, 0.2) for name in ("crate_c", "crate_n", "crate_t") for _ in range(2))

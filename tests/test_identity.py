@@ -123,11 +123,9 @@ def test_committed_runs_keep_their_ids():
 
 def test_an_experiment_grid_keeps_the_ids_of_its_committed_runs():
     """The converged study's grid, composed today, names the directories committed under results/."""
-    from sweeps import grid
-    from tests.test_sweeps import master_config
+    from tests.test_sweeps import experiment_jobs
 
-    master, loader = master_config("experiment=converged_cifar10_cpu")
-    ids = {j.run_dir.name for j in grid.jobs(master, loader)}
+    ids = {j.run_dir.name for j in experiment_jobs("experiment=converged_cifar10_cpu")}
     committed = {p.parent.name for p in COMMITTED if p.parts[-4] == "converged_cifar10_cpu"}
     assert len(ids) == 128 and committed and committed <= ids
 

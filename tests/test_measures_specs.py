@@ -192,13 +192,11 @@ def test_study_flag_computes_the_study_grid_of_the_selected_measures(run, capsys
     ("converged_cifar10", "size", {384, 768}, "cifar10", None, 12, True)])
 def test_converged_experiments_are_full_grids_trained_to_ce_001_and_measured(experiment, width_axis, widths, data,
                                                                                n_train, depth, hessian):
-    from sweeps import grid
     from sweeps.schema import validate
     from sweeps.state import measure_names
-    from tests.test_sweeps import grid_axes, master_config
+    from tests.test_sweeps import experiment_jobs, grid_axes
 
-    master, loader = master_config(f"experiment={experiment}")
-    jobs = grid.jobs(master, loader)
+    jobs = experiment_jobs(f"experiment={experiment}")
     assert len(jobs) == 128 and len({j.run_id for j in jobs}) == 128  # 4 variants x 2^4 settings x 2 seeds
     axes = grid_axes([j.overrides for j in jobs])
     assert axes["model"] == {"crate", "crate_c", "crate_n", "crate_t"} and len(axes["seed"]) == 2

@@ -1,5 +1,6 @@
 """Sweeps: the config tree and its schema, experiment grids, launchers, run locks, the job
 runner (skip / resume / retry / measure), GPU slots and ``srr-status``."""
+import functools
 import json
 import os
 import re
@@ -55,6 +56,14 @@ def master_config(*overrides: str):
         return master, GlobalHydra.instance().config_loader()
 
 
+@functools.lru_cache(maxsize=None)
+def experiment_jobs(*overrides: str) -> tuple:
+    """The jobs of the multirun config with these overrides, composed once per test session (Hydra
+    composes a 128-run grid in about 25 s here); shared read-only by the tests that inspect it."""
+    master, loader = master_config(*overrides)
+    return tuple(grid.jobs(master, loader))
+
+
 def grid_axes(overrides: list[list[str]]) -> dict[str, set]:
     axes: dict[str, set] = {}
     for job in overrides:
@@ -67,8 +76,7 @@ def grid_axes(overrides: list[list[str]]) -> dict[str, set]:
 # --- config tree and schema -------------------------------------------------------------
 
 def test_demo_grid_has_16_models_over_variant_and_two_more_axes():
-    master, loader = master_config("experiment=demo")
-    jobs = grid.jobs(master, loader)
+    jobs = experiment_jobs("experiment=demo")
     assert len(jobs) >= 16 and len({j.run_id for j in jobs}) == len(jobs)
     axes = grid_axes([j.overrides for j in jobs])
     assert axes["model"] == {"crate", "crate_c", "crate_n", "crate_t"} and len(axes) >= 3
