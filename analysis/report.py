@@ -150,7 +150,7 @@ def size_reference(df: pd.DataFrame, corr: pd.DataFrame, gap: str, **filters) ->
     ref_col = "measure.inverse_train_size"
     size = pd.to_numeric(df[f"hp.{SIZE_AXIS}"], errors="coerce")
     sized = pd.concat([df, (1.0 / size).rename(ref_col)], axis=1)  # one block: no fragmented frame
-    r = correlate(sized, gap=gap, measures=[ref_col], **filters).iloc[0]
+    r = correlate(sized, gap=gap, measures=[ref_col], cmi=False, sign_error=False, **filters).iloc[0]  # τ, ψ only
     ci = lambda k: f" [{fmt(r[k + '_lo'])}, {fmt(r[k + '_hi'])}]" if f"{k}_lo" in r else ""
     others = [a for a in corr.attrs["axes"] if a != SIZE_AXIS]
     lines = ["## The training-set size alone", "",

@@ -127,8 +127,8 @@ def predict_seconds(known: Sequence[tuple[Sequence[str], float]], todo: Sequence
     scale = secs.sum() / np.exp(fit @ coef).sum()
     rows = [frozenset(o) for o in todo]
     x = design(rows)
-    for r, o in enumerate(rows):
-        for k, idx in cols_of.items():
+    for r in range(len(rows)):
+        for idx in cols_of.values():
             if not x[r, idx].any():  # this setting's value was never seen: its average effect
                 x[r, idx] = fit[:, idx].mean(axis=0)
     return list(scale * np.exp(x @ coef))
